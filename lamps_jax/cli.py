@@ -1,0 +1,149 @@
+"""``lamps-jax`` command line: generate, demo and bench-engine.
+
+    lamps-jax generate --model smollm2-135m --prompt "What is 2+2?" --chat
+    lamps-jax demo                      # a few chat prompts served concurrently, with throughput
+    lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
+
+DEMO_QUESTIONS = (
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain in one sentence why the sky is blue.",
+    "Give me three tips for learning Python.",
+    "What is 12 times 7?",
+    "Name a famous physicist and what they discovered.",
+)
+
+
+def _enable_compilation_cache() -> None:
+    """Persist XLA executables between runs (LAMPS_JAX_CACHE_DIR, default ~/.cache/lamps_jax/xla)."""
+    import jax
+
+    cache_dir = os.environ.get("LAMPS_JAX_CACHE_DIR", str(Path.home() / ".cache" / "lamps_jax" / "xla"))
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="smollm2-135m", help="preset (tiny), smollm2-135m, a .gguf file or a directory")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--kv-memory-mib", type=int, default=256, help="device memory for KV pages")
+    p.add_argument("--max-num-seqs", type=int, default=32)
+    p.add_argument("--max-num-batched-tokens", type=int, default=256, help="token budget per iteration")
+    p.add_argument("--max-model-len", type=int, default=None)
+
+
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        cache=CacheConfig(page_size=args.page_size, kv_memory_bytes=args.kv_memory_mib * 2**20),
+        scheduler=SchedulerConfig(
+            max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
+        ),
+        max_model_len=args.max_model_len,
+        seed=args.seed,
+    )
+
+
+def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from lamps_jax.engine import LLM
+    from lamps_jax.request import SamplingParams
+
+    console = Console()
+    start = time.perf_counter()
+    llm = LLM(args.model, _engine_config(args), dtype=args.dtype, seed=args.seed)
+    console.print(f"[dim]loaded {args.model} and compiled in {time.perf_counter() - start:.1f} s[/dim]")
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        stop=tuple(args.stop),
+    )
+    start = time.perf_counter()
+    if chat:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params)
+    else:
+        outputs = llm.generate(prompts, params)
+    elapsed = time.perf_counter() - start
+    table = Table(title=f"{len(prompts)} requests served concurrently", show_lines=True)
+    for column in ("prompt", "output", "tokens", "finish", "TTFT s", "latency s"):
+        table.add_column(column)
+    for prompt, out in zip(prompts, outputs):
+        table.add_row(
+            prompt, out.text.strip(), str(len(out.token_ids)), out.finish_reason,
+            f"{out.time_to_first_token:.2f}", f"{out.latency:.2f}",
+        )
+    console.print(table)
+    num_tokens = sum(len(o.token_ids) for o in outputs)
+    console.print(f"generated {num_tokens} tokens in {elapsed:.2f} s: [bold]{num_tokens / elapsed:.1f} tokens/s[/bold]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lamps-jax", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate for one or more prompts")
+    _add_engine_args(gen)
+    _add_sampling_args(gen, max_tokens=64)
+    gen.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: served concurrently)")
+    gen.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
+
+    demo = sub.add_parser("demo", help="answer a few chat prompts concurrently and print throughput")
+    _add_engine_args(demo)
+    _add_sampling_args(demo, max_tokens=48)
+
+    bench = sub.add_parser("bench-engine", help="decode throughput vs Hugging Face generate")
+    bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable)")
+    bench.add_argument("--batch-sizes", default="1,8,32")
+    bench.add_argument("--max-tokens", type=int, default=64)
+    bench.add_argument("--repeats", type=int, default=1)
+    bench.add_argument("--output", type=Path, default=Path("bench_results"))
+
+    args = parser.parse_args(argv)
+    _enable_compilation_cache()
+    from lamps_jax.engine import InvalidRequestError
+    from lamps_jax.model.weights import ModelLoadError
+
+    try:
+        if args.command == "generate":
+            _run_prompts(args, args.prompt, args.chat)
+        elif args.command == "demo":
+            _run_prompts(args, list(DEMO_QUESTIONS), chat=True)
+        else:
+            from lamps_jax.bench.decode_throughput import run_decode_benchmark
+
+            run_decode_benchmark(
+                models=args.model or ["tiny", "smollm2-135m"],
+                batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
+                max_tokens=args.max_tokens,
+                repeats=args.repeats,
+                output_dir=args.output,
+            )
+    except (InvalidRequestError, ModelLoadError, ValueError) as err:
+        print(f"lamps-jax: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

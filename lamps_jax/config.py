@@ -1,0 +1,215 @@
+"""Frozen configuration dataclasses for the model, KV cache, scheduler and engine.
+
+Static values live here (hashable, validated in ``__post_init__``); anything derived at run time,
+such as how many pages fit in the KV memory budget, is returned by the code that computes it.
+``ModelConfig.from_hf_dict`` reads a Hugging Face ``config.json`` of a Llama-family model
+(Llama 2/3, Mistral, Qwen2/2.5, SmolLM2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    """RoPE frequency scaling (HF ``rope_scaling``); ``default`` means none."""
+
+    rope_type: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0  # llama3 only
+    high_freq_factor: float = 4.0  # llama3 only
+    original_max_position_embeddings: int = 8192  # llama3 only
+
+    def __post_init__(self) -> None:
+        if self.rope_type not in SUPPORTED_ROPE_TYPES:
+            raise ValueError(
+                f"unsupported rope scaling type {self.rope_type!r}; supported: {SUPPORTED_ROPE_TYPES}"
+            )
+        if self.factor <= 0:
+            raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape and numerics of a Llama-family decoder."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10_000.0
+    rope_scaling: RopeScaling = field(default_factory=RopeScaling)
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # q/k/v projection bias (Qwen2)
+    sliding_window: int | None = None  # Mistral v0.1; the engine caps max_model_len to it
+    eos_token_ids: tuple[int, ...] = ()
+    dtype: str = "float32"  # "float32" or "bfloat16": weights, activations and KV pages
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                     "num_kv_heads", "head_dim", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ModelConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V held per token over all layers."""
+        itemsize = 4 if self.dtype == "float32" else 2
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * itemsize
+
+    @classmethod
+    def from_hf_dict(cls, hf: dict[str, Any], dtype: str = "float32") -> ModelConfig:
+        model_type = hf.get("model_type", "llama")
+        if model_type not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(
+                f"unsupported model_type {model_type!r}; supported: {SUPPORTED_ARCHITECTURES}"
+            )
+        num_heads = hf["num_attention_heads"]
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // num_heads
+        # transformers 5 writes "rope_parameters"; older configs use rope_theta + rope_scaling.
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        rope_theta = rope.pop("rope_theta", None) or hf.get("rope_theta", 10_000.0)
+        rope_type = rope.get("rope_type") or rope.get("type") or "default"
+        scaling = RopeScaling(
+            rope_type=rope_type,
+            factor=float(rope.get("factor") or 1.0),
+            low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
+            high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
+            original_max_position_embeddings=int(rope.get("original_max_position_embeddings", 8192)),
+        )
+        eos = hf.get("eos_token_id")
+        eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (eos,))
+        use_window = hf.get("use_sliding_window", model_type == "mistral")
+        return cls(
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_layers=hf["num_hidden_layers"],
+            num_heads=num_heads,
+            num_kv_heads=hf.get("num_key_value_heads") or num_heads,
+            head_dim=head_dim,
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-5),
+            rope_theta=float(rope_theta),
+            rope_scaling=scaling,
+            max_position_embeddings=hf.get("max_position_embeddings", 2048),
+            tie_word_embeddings=hf.get("tie_word_embeddings", False),
+            attention_bias=hf.get("attention_bias", model_type == "qwen2"),
+            sliding_window=hf.get("sliding_window") if use_window else None,
+            eos_token_ids=eos_ids,
+            dtype=dtype,
+        )
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Device KV page arrays: page size and the memory budget they are sized from."""
+
+    page_size: int = 16
+    kv_memory_bytes: int = 256 * 2**20
+    num_pages: int | None = None  # overrides the budget when set (page 0 included)
+
+    def __post_init__(self) -> None:
+        if self.page_size <= 0:
+            raise ValueError(f"page_size must be > 0, got {self.page_size}")
+        if self.num_pages is not None and self.num_pages < 2:
+            raise ValueError(f"num_pages must be >= 2 (page 0 is reserved), got {self.num_pages}")
+        if self.num_pages is None and self.kv_memory_bytes <= 0:
+            raise ValueError(f"kv_memory_bytes must be > 0, got {self.kv_memory_bytes}")
+
+    def pages_for(self, model: ModelConfig) -> int:
+        """Number of device pages (page 0 included) that the budget holds for ``model``."""
+        if self.num_pages is not None:
+            return self.num_pages
+        pages = self.kv_memory_bytes // (model.kv_bytes_per_token * self.page_size)
+        if pages < 2:
+            raise ValueError(
+                f"kv_memory_bytes={self.kv_memory_bytes} holds {pages} page(s) of {self.page_size} "
+                f"tokens for this model ({model.kv_bytes_per_token} bytes/token); need at least 2"
+            )
+        return int(pages)
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Per-iteration budgets of the scheduler."""
+
+    policy: str = "fcfs"
+    max_num_seqs: int = 32  # requests running at once
+    max_num_batched_tokens: int = 256  # token budget B of one iteration (prefill chunks + decodes)
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be > 0")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs besides the weights."""
+
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    max_model_len: int | None = None  # defaults to min(model context, 2048)
+    query_block: int = 16  # prefill chunks are cut into rows of this many tokens
+    kv_block_tokens: int = 128  # attention walks the KV in blocks of this many tokens
+    seed: int = 0  # seeds requests that give no seed of their own
+
+    def __post_init__(self) -> None:
+        if self.query_block <= 0 or self.kv_block_tokens <= 0:
+            raise ValueError("query_block and kv_block_tokens must be > 0")
+        if self.kv_block_tokens % self.cache.page_size:
+            raise ValueError(
+                f"kv_block_tokens ({self.kv_block_tokens}) must be a multiple of page_size "
+                f"({self.cache.page_size})"
+            )
+        if self.max_model_len is not None and self.max_model_len <= 0:
+            raise ValueError(f"max_model_len must be > 0, got {self.max_model_len}")
+
+    def resolve_max_model_len(self, model: ModelConfig) -> int:
+        limit = model.max_position_embeddings
+        if model.sliding_window:
+            limit = min(limit, model.sliding_window)
+        if self.max_model_len is None:
+            return min(limit, 2048)
+        if self.max_model_len > limit:
+            raise ValueError(f"max_model_len {self.max_model_len} exceeds the model's limit {limit}")
+        return self.max_model_len
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # Random-init model for tests and demos without weights; vocab matches the byte tokenizer.
+    "tiny": ModelConfig(
+        vocab_size=512,
+        hidden_size=256,
+        intermediate_size=768,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=64,
+        rope_theta=10_000.0,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        eos_token_ids=(0,),
+    ),
+}

@@ -1,0 +1,53 @@
+"""orbax-checkpoint save and restore of params, with the model config beside them.
+
+Layout of a checkpoint directory: ``lamps_config.json`` (ModelConfig fields), ``params/``
+(an orbax StandardCheckpointer tree) and, when one was given, ``tokenizer/`` (save_pretrained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from lamps_jax.config import ModelConfig, RopeScaling
+from lamps_jax.model.llama import Params
+from lamps_jax.model.weights import ModelLoadError, init_params
+
+CONFIG_FILE = "lamps_config.json"
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / "params").is_dir()
+
+
+def save_checkpoint(path: Path, params: Params, cfg: ModelConfig, tokenizer: Any = None) -> None:
+    path = path.absolute()
+    path.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path / "tokenizer"))
+    (path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path / "params", params, force=True)
+
+
+def load_checkpoint(path: Path) -> tuple[ModelConfig, Params]:
+    path = path.absolute()
+    try:
+        fields = json.loads((path / CONFIG_FILE).read_text())
+        fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+        fields["eos_token_ids"] = tuple(fields["eos_token_ids"])
+        cfg = ModelConfig(**fields)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"cannot read checkpoint config {path / CONFIG_FILE}: {err!r}") from err
+    abstract = jax.eval_shape(lambda: init_params(cfg))
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            params = ckpt.restore(path / "params", abstract)
+    except Exception as err:  # orbax raises a variety of errors on damaged trees
+        raise ModelLoadError(f"corrupt checkpoint {path / 'params'}: {err!r}") from err
+    return cfg, params

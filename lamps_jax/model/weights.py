@@ -1,0 +1,195 @@
+"""Params from and to Hugging Face tensor names; random init; local safetensors directories.
+
+Everything funnels through ``params_from_hf_tensors``: a lookup from HF names
+(``model.layers.3.self_attn.q_proj.weight``, PyTorch [out, in] layout) to float arrays, stacked
+into the params pytree of ``lamps_jax.model.llama``. The GGUF loader maps its names onto the same
+lookup, and ``save_hf_directory`` writes the inverse (used to hand the same weights to other engines).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lamps_jax.config import ModelConfig
+from lamps_jax.model.llama import Params
+
+
+class ModelLoadError(ValueError):
+    """A weight file or directory that cannot be read as the model it claims to be."""
+
+
+# our per-layer name -> (HF suffix under model.layers.{i}., transpose to [in, out])
+_LAYER_TENSORS = {
+    "attn_norm": ("input_layernorm.weight", False),
+    "wq": ("self_attn.q_proj.weight", True),
+    "wk": ("self_attn.k_proj.weight", True),
+    "wv": ("self_attn.v_proj.weight", True),
+    "wo": ("self_attn.o_proj.weight", True),
+    "mlp_norm": ("post_attention_layernorm.weight", False),
+    "w_gate": ("mlp.gate_proj.weight", True),
+    "w_up": ("mlp.up_proj.weight", True),
+    "w_down": ("mlp.down_proj.weight", True),
+}
+_BIAS_TENSORS = {
+    "bq": "self_attn.q_proj.bias",
+    "bk": "self_attn.k_proj.bias",
+    "bv": "self_attn.v_proj.bias",
+}
+
+
+def _layer_names(cfg: ModelConfig) -> dict[str, tuple[str, bool]]:
+    names = dict(_LAYER_TENSORS)
+    if cfg.attention_bias:
+        names.update({ours: (hf, False) for ours, hf in _BIAS_TENSORS.items()})
+    return names
+
+
+def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    d, f, n, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads
+    h = cfg.head_dim
+    return {
+        "attn_norm": (d,), "mlp_norm": (d,), "wq": (d, n * h), "wk": (d, k * h), "wv": (d, k * h),
+        "wo": (n * h, d), "w_gate": (d, f), "w_up": (d, f), "w_down": (f, d),
+        "bq": (n * h,), "bk": (k * h,), "bv": (k * h,),
+    }
+
+
+def params_from_hf_tensors(get: Callable[[str], np.ndarray], cfg: ModelConfig) -> Params:
+    """Stack HF-named tensors into the params pytree, checking every shape."""
+    dtype = jnp.dtype(cfg.dtype)
+    shapes = _expected_shapes(cfg)
+
+    def fetch(name: str, shape: tuple[int, ...], transpose: bool) -> np.ndarray:
+        try:
+            arr = np.asarray(get(name), dtype=np.float32)
+        except KeyError:
+            raise ModelLoadError(f"weight {name!r} is missing") from None
+        if transpose:
+            arr = arr.T
+        if arr.shape != shape:
+            raise ModelLoadError(f"weight {name!r} has shape {arr.shape}, expected {shape}")
+        return arr
+
+    layers = {
+        ours: jnp.asarray(
+            np.stack([fetch(f"model.layers.{i}.{hf}", shapes[ours], t) for i in range(cfg.num_layers)]),
+            dtype,
+        )
+        for ours, (hf, t) in _layer_names(cfg).items()
+    }
+    params: Params = {
+        "embed": jnp.asarray(fetch("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), False), dtype),
+        "final_norm": jnp.asarray(fetch("model.norm.weight", (cfg.hidden_size,), False), dtype),
+        "layers": layers,
+    }
+    if not cfg.tie_word_embeddings:
+        params["lm_head"] = jnp.asarray(fetch("lm_head.weight", (cfg.hidden_size, cfg.vocab_size), True), dtype)
+    return params
+
+
+def hf_tensors_from_params(params: Params, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The inverse of ``params_from_hf_tensors`` (float32 numpy, PyTorch layout)."""
+    out = {
+        "model.embed_tokens.weight": np.asarray(params["embed"], np.float32),
+        "model.norm.weight": np.asarray(params["final_norm"], np.float32),
+    }
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = np.asarray(params["lm_head"], np.float32).T
+    for ours, (hf, transpose) in _layer_names(cfg).items():
+        stacked = np.asarray(params["layers"][ours], np.float32)
+        for i in range(cfg.num_layers):
+            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(stacked[i].T if transpose else stacked[i])
+    return out
+
+
+def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
+    """Random weights (normal, std 0.02; norms at 1) with the layout of a loaded model."""
+    shapes = _expected_shapes(cfg)
+    rng = np.random.default_rng(seed)
+    dtype = jnp.dtype(cfg.dtype)
+
+    def normal(shape: tuple[int, ...]) -> jax.Array:
+        return jnp.asarray(0.02 * rng.standard_normal(shape, np.float32), dtype)
+
+    layers = {}
+    for name in _layer_names(cfg):
+        shape = (cfg.num_layers, *shapes[name])
+        layers[name] = jnp.ones(shape, dtype) if name.endswith("norm") else normal(shape)
+    params: Params = {
+        "embed": normal((cfg.vocab_size, cfg.hidden_size)),
+        "final_norm": jnp.ones((cfg.hidden_size,), dtype),
+        "layers": layers,
+    }
+    if not cfg.tie_word_embeddings:
+        params["lm_head"] = normal((cfg.hidden_size, cfg.vocab_size))
+    return params
+
+
+def load_hf_directory(path: Path, dtype: str = "float32") -> tuple[ModelConfig, Params]:
+    """Reads config.json and every *.safetensors file of a local Hugging Face model directory."""
+    from safetensors import SafetensorError, safe_open
+
+    config_file = path / "config.json"
+    files = sorted(path.glob("*.safetensors"))
+    if not config_file.is_file() or not files:
+        raise ModelLoadError(f"{path} is not a Hugging Face model directory (config.json + *.safetensors)")
+    try:
+        cfg = ModelConfig.from_hf_dict(json.loads(config_file.read_text()), dtype=dtype)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelLoadError(f"cannot read {config_file}: {err!r}") from err
+    tensors: dict[str, np.ndarray] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="flax") as f:
+                for name in f.keys():
+                    tensors[name] = np.asarray(f.get_tensor(name).astype(jnp.float32))
+        except (SafetensorError, OSError) as err:
+            raise ModelLoadError(f"corrupt safetensors file {file}: {err}") from err
+    if cfg.tie_word_embeddings is False and "lm_head.weight" not in tensors:
+        cfg = cfg.replace(tie_word_embeddings=True)
+    return cfg, params_from_hf_tensors(tensors.__getitem__, cfg)
+
+
+def save_hf_directory(params: Params, cfg: ModelConfig, path: Path, model_type: str = "llama") -> None:
+    """Writes config.json + model.safetensors that transformers' Llama/Mistral/Qwen2 classes load."""
+    from safetensors.numpy import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(hf_tensors_from_params(params, cfg), str(path / "model.safetensors"))
+    hf_config = {
+        "model_type": model_type,
+        "architectures": [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+                           "qwen2": "Qwen2ForCausalLM"}[model_type]],
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "head_dim": cfg.head_dim,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "attention_bias": cfg.attention_bias,
+        "eos_token_id": list(cfg.eos_token_ids) or None,
+        "torch_dtype": "float32",
+    }
+    if cfg.rope_scaling.rope_type != "default":
+        s = cfg.rope_scaling
+        hf_config["rope_scaling"] = {
+            "rope_type": s.rope_type, "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+            "high_freq_factor": s.high_freq_factor,
+            "original_max_position_embeddings": s.original_max_position_embeddings,
+        }
+    if model_type == "mistral":
+        hf_config["sliding_window"] = cfg.sliding_window
+    if model_type == "qwen2":
+        hf_config["use_sliding_window"] = False
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2))

@@ -1,0 +1,156 @@
+"""JaxRunner: turns a SchedulerOutput into padded device batches, runs the jitted step, samples.
+
+Scheduled chunks become query rows: decodes (1 new token) go into Q = 1 rows, prefill and
+recompute chunks are cut into rows of ``query_block`` tokens. Each group is padded to a
+power-of-two row bucket; every (Q, rows) bucket is compiled once in ``warmup()`` and the KV pages
+are donated to each call, so a steady run never recompiles (``num_compilations()`` counts traces).
+The jitted step is module-level with the model config static, so engines over the same model in
+one process share compiled executables.
+Only the sampled token ids come back to the host: one ``device_get`` per step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import functools
+
+import jax
+import numpy as np
+
+from lamps_jax.config import EngineConfig, ModelConfig
+from lamps_jax.model.llama import Params, forward_paged
+from lamps_jax.model.sampling import sample
+from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
+from lamps_jax.paged_kv.kv_cache import KVPages
+from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
+
+
+_num_traces = 0
+
+
+def num_compilations() -> int:
+    """How many times the serving step has been traced (= compiled) in this process."""
+    return _num_traces
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "pages_per_block"), donate_argnums=(1, 2))
+def _step(params, k, v, inputs: StepInputs, sampling: SamplingInputs, *, cfg: ModelConfig, pages_per_block: int):
+    global _num_traces
+    _num_traces += 1  # runs only while tracing, i.e. once per compiled shape
+    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block)
+    return sample(logits, sampling), k, v
+
+
+def _pow2_buckets(limit: int) -> list[int]:
+    buckets = [1]
+    while buckets[-1] < limit:
+        buckets.append(buckets[-1] * 2)
+    return buckets
+
+
+@dataclass(frozen=True)
+class _Row:
+    chunk: ScheduledChunk
+    start: int  # position of the row's first token
+    num_valid: int
+    samples: bool  # this row's last token yields the request's next token
+
+
+class JaxRunner:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        params: Params,
+        engine_cfg: EngineConfig,
+        num_pages: int,
+        max_model_len: int,
+        device: jax.Device | None = None,
+    ) -> None:
+        self.model_cfg = model_cfg
+        self.device = device or jax.devices()[0]
+        page_size = engine_cfg.cache.page_size
+        self.pages_per_block = engine_cfg.kv_block_tokens // page_size
+        self.block_tokens = engine_cfg.kv_block_tokens
+        num_blocks = -(-max_model_len // engine_cfg.kv_block_tokens)
+        self.page_table_width = num_blocks * self.pages_per_block
+        self.query_block = engine_cfg.query_block
+        sched = engine_cfg.scheduler
+        self.row_buckets = {
+            1: _pow2_buckets(sched.max_num_seqs),
+            self.query_block: _pow2_buckets(-(-sched.max_num_batched_tokens // self.query_block)),
+        }
+        self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
+        self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
+
+    # ---- warm-up ----------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Compiles every bucket with all-padding batches (they only touch page 0)."""
+        for q_len, buckets in self.row_buckets.items():
+            for num_rows in buckets:
+                tokens = self._call(self._pad_arrays([], q_len, num_rows))
+        jax.block_until_ready(tokens)
+
+    # ---- one step ---------------------------------------------------------------------------
+    def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:
+        start = time.perf_counter()
+        decode = [c for c in sched_out.scheduled if c.num_new_tokens == 1]
+        prefill = [c for c in sched_out.scheduled if c.num_new_tokens > 1]
+        pending: list[tuple[list[_Row], jax.Array]] = []
+        for q_len, chunks in ((1, decode), (self.query_block, prefill)):
+            rows = [row for chunk in chunks for row in self._rows(chunk, q_len)]
+            largest = self.row_buckets[q_len][-1]
+            for first in range(0, len(rows), largest):
+                group = rows[first : first + largest]
+                bucket = next(b for b in self.row_buckets[q_len] if b >= len(group))
+                pending.append((group, self._call(self._pad_arrays(group, q_len, bucket))))
+        host_tokens = jax.device_get([tokens for _, tokens in pending])
+        req_ids, sampled = [], []
+        for (group, _), tokens in zip(pending, host_tokens):
+            for i, row in enumerate(group):
+                if row.samples:
+                    req_ids.append(row.chunk.req_id)
+                    sampled.append(int(tokens[i]))
+        return RunnerOutput(req_ids, sampled, time.perf_counter() - start)
+
+    def _rows(self, chunk: ScheduledChunk, q_len: int) -> list[_Row]:
+        n = chunk.num_new_tokens
+        return [
+            _Row(chunk, chunk.num_computed_tokens + off, min(q_len, n - off), chunk.samples and off + q_len >= n)
+            for off in range(0, n, q_len)
+        ]
+
+    def _pad_arrays(self, rows: list[_Row], q_len: int, num_rows: int) -> tuple[StepInputs, SamplingInputs]:
+        token_ids = np.zeros((num_rows, q_len), np.int32)
+        q_start = np.zeros(num_rows, np.int32)
+        num_valid = np.zeros(num_rows, np.int32)
+        page_table = np.zeros((num_rows, self.page_table_width), np.int32)
+        temperature = np.zeros(num_rows, np.float32)
+        top_k = np.zeros(num_rows, np.int32)
+        top_p = np.ones(num_rows, np.float32)
+        seeds = np.zeros(num_rows, np.uint32)
+        steps = np.zeros(num_rows, np.int32)
+        for i, row in enumerate(rows):
+            request = row.chunk.request
+            token_ids[i, : row.num_valid] = request.tokens(row.start, row.start + row.num_valid)
+            q_start[i] = row.start
+            num_valid[i] = row.num_valid
+            page_table[i, : len(request.page_ids)] = request.page_ids
+            params = request.sampling_params
+            temperature[i], top_k[i], top_p[i] = params.temperature, params.top_k, params.top_p
+            seeds[i] = request.seed
+            steps[i] = request.num_output_tokens
+        max_context = int((q_start + num_valid).max(initial=1))
+        num_kv_blocks = np.int32(max(1, -(-max_context // self.block_tokens)))
+        return (
+            StepInputs(token_ids, q_start, num_valid, page_table, num_kv_blocks),
+            SamplingInputs(temperature, top_k, top_p, seeds, steps),
+        )
+
+    def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> jax.Array:
+        tokens, self.kv.k, self.kv.v = _step(
+            self.params, self.kv.k, self.kv.v, *arrays, cfg=self.model_cfg, pages_per_block=self.pages_per_block
+        )
+        return tokens
+

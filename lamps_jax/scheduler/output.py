@@ -1,0 +1,44 @@
+"""The data passed between scheduler, runner and engine in one iteration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lamps_jax.request import Request
+
+
+@dataclass(frozen=True)
+class ScheduledChunk:
+    request: Request  # the runner reads tokens, pages and sampling params from it
+    num_new_tokens: int  # tokens computed this step: a prefill/recompute chunk, or 1 for a decode
+    num_computed_tokens: int  # tokens already in the cache; the chunk starts at this position
+
+    @property
+    def req_id(self) -> str:
+        return self.request.req_id
+
+    @property
+    def samples(self) -> bool:
+        """True when the chunk reaches the last known token, so the step yields the next one."""
+        return self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass(frozen=True)
+class SchedulerOutput:
+    scheduled: list[ScheduledChunk]  # what runs this step, in scheduling order
+    preempted_ids: list[str] = field(default_factory=list)  # pages freed, back to waiting (recompute)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(c.num_new_tokens for c in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+@dataclass(frozen=True)
+class RunnerOutput:
+    req_ids: list[str]  # requests that sampled a token this step
+    sampled_token_ids: list[int]  # one per entry of req_ids (one host transfer per step)
+    elapsed: float  # seconds the step took on the runner
