@@ -5,6 +5,13 @@ from lamps_jax.engine import LLM, InvalidRequestError, LLMEngine
 from lamps_jax.request import RequestOutput, SamplingParams
 
 __all__ = [
-    "LLM", "CacheConfig", "EngineConfig", "InvalidRequestError", "LLMEngine", "ModelConfig",
-    "RequestOutput", "SamplingParams", "SchedulerConfig",
+    "LLM",
+    "CacheConfig",
+    "EngineConfig",
+    "InvalidRequestError",
+    "LLMEngine",
+    "ModelConfig",
+    "RequestOutput",
+    "SamplingParams",
+    "SchedulerConfig",
 ]

@@ -1,8 +1,8 @@
 """``lamps-jax`` command line: generate, demo and bench-engine.
 
-    lamps-jax generate --model smollm2-135m --prompt "What is 2+2?" --chat
-    lamps-jax demo                      # a few chat prompts served concurrently, with throughput
-    lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
+lamps-jax generate --model smollm2-135m --prompt "What is 2+2?" --chat
+lamps-jax demo                      # a few chat prompts served concurrently, with throughput
+lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
 """
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         cache=CacheConfig(page_size=args.page_size, kv_memory_bytes=args.kv_memory_mib * 2**20),
-        scheduler=SchedulerConfig(
-            max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens
-        ),
+        scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens),
         max_model_len=args.max_model_len,
         seed=args.seed,
     )
@@ -76,7 +74,10 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     llm = LLM(args.model, _engine_config(args), dtype=args.dtype, seed=args.seed)
     console.print(f"[dim]loaded {args.model} and compiled in {time.perf_counter() - start:.1f} s[/dim]")
     params = SamplingParams(
-        max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
         stop=tuple(args.stop),
     )
     start = time.perf_counter()
@@ -90,8 +91,12 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
         table.add_column(column)
     for prompt, out in zip(prompts, outputs):
         table.add_row(
-            prompt, out.text.strip(), str(len(out.token_ids)), out.finish_reason,
-            f"{out.time_to_first_token:.2f}", f"{out.latency:.2f}",
+            prompt,
+            out.text.strip(),
+            str(len(out.token_ids)),
+            out.finish_reason,
+            f"{out.time_to_first_token:.2f}",
+            f"{out.latency:.2f}",
         )
     console.print(table)
     num_tokens = sum(len(o.token_ids) for o in outputs)

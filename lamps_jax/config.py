@@ -28,9 +28,7 @@ class RopeScaling:
 
     def __post_init__(self) -> None:
         if self.rope_type not in SUPPORTED_ROPE_TYPES:
-            raise ValueError(
-                f"unsupported rope scaling type {self.rope_type!r}; supported: {SUPPORTED_ROPE_TYPES}"
-            )
+            raise ValueError(f"unsupported rope scaling type {self.rope_type!r}; supported: {SUPPORTED_ROPE_TYPES}")
         if self.factor <= 0:
             raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
 
@@ -57,14 +55,20 @@ class ModelConfig:
     dtype: str = "float32"  # "float32" or "bfloat16": weights, activations and KV pages
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
-                     "num_kv_heads", "head_dim", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-            )
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -83,9 +87,7 @@ class ModelConfig:
     def from_hf_dict(cls, hf: dict[str, Any], dtype: str = "float32") -> ModelConfig:
         model_type = hf.get("model_type", "llama")
         if model_type not in SUPPORTED_ARCHITECTURES:
-            raise ValueError(
-                f"unsupported model_type {model_type!r}; supported: {SUPPORTED_ARCHITECTURES}"
-            )
+            raise ValueError(f"unsupported model_type {model_type!r}; supported: {SUPPORTED_ARCHITECTURES}")
         num_heads = hf["num_attention_heads"]
         head_dim = hf.get("head_dim") or hf["hidden_size"] // num_heads
         # transformers 5 writes "rope_parameters"; older configs use rope_theta + rope_scaling.
@@ -180,8 +182,7 @@ class EngineConfig:
             raise ValueError("query_block and kv_block_tokens must be > 0")
         if self.kv_block_tokens % self.cache.page_size:
             raise ValueError(
-                f"kv_block_tokens ({self.kv_block_tokens}) must be a multiple of page_size "
-                f"({self.cache.page_size})"
+                f"kv_block_tokens ({self.kv_block_tokens}) must be a multiple of page_size ({self.cache.page_size})"
             )
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be > 0, got {self.max_model_len}")

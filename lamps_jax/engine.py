@@ -194,7 +194,9 @@ class LLM:
         return [outputs[r] for r in req_ids]
 
     def chat(
-        self, conversations: Sequence[list[dict[str, str]]], sampling_params: SamplingParams | None = None,
+        self,
+        conversations: Sequence[list[dict[str, str]]],
+        sampling_params: SamplingParams | None = None,
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
         """Applies the tokenizer's chat template to each conversation, then generates."""

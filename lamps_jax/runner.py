@@ -11,10 +11,9 @@ Only the sampled token ids come back to the host: one ``device_get`` per step.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
-
-import functools
 
 import jax
 import numpy as np
@@ -25,7 +24,6 @@ from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
 from lamps_jax.paged_kv.kv_cache import KVPages
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
-
 
 _num_traces = 0
 
@@ -153,4 +151,3 @@ class JaxRunner:
             self.params, self.kv.k, self.kv.v, *arrays, cfg=self.model_cfg, pages_per_block=self.pages_per_block
         )
         return tokens
-

@@ -13,8 +13,12 @@ jax.config.update("jax_platforms", "cpu")
 
 
 def small_engine_config(
-    page_size: int = 4, num_pages: int = 256, max_num_seqs: int = 16, token_budget: int = 32,
-    max_model_len: int = 128, query_block: int = 8,
+    page_size: int = 4,
+    num_pages: int = 256,
+    max_num_seqs: int = 16,
+    token_budget: int = 32,
+    max_model_len: int = 128,
+    query_block: int = 8,
 ) -> EngineConfig:
     return EngineConfig(
         cache=CacheConfig(page_size=page_size, num_pages=num_pages),

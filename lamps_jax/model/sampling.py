@@ -26,9 +26,7 @@ def _sample_stochastic(logits: jax.Array, s: SamplingInputs) -> jax.Array:
     nucleus_min = jnp.take_along_axis(sorted_desc, (num_nucleus - 1)[:, None], axis=-1)
     threshold = jnp.maximum(kth, nucleus_min)
     masked = jnp.where(scaled >= threshold, scaled, -jnp.inf)
-    keys = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.PRNGKey(seed), step))(
-        s.seeds, s.steps
-    )
+    keys = jax.vmap(lambda seed, step: jax.random.fold_in(jax.random.PRNGKey(seed), step))(s.seeds, s.steps)
     return jax.vmap(jax.random.categorical)(keys, masked)
 
 

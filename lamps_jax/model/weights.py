@@ -9,8 +9,8 @@ lookup, and ``save_hf_directory`` writes the inverse (used to hand the same weig
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +54,18 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     d, f, n, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads
     h = cfg.head_dim
     return {
-        "attn_norm": (d,), "mlp_norm": (d,), "wq": (d, n * h), "wk": (d, k * h), "wv": (d, k * h),
-        "wo": (n * h, d), "w_gate": (d, f), "w_up": (d, f), "w_down": (f, d),
-        "bq": (n * h,), "bk": (k * h,), "bv": (k * h,),
+        "attn_norm": (d,),
+        "mlp_norm": (d,),
+        "wq": (d, n * h),
+        "wk": (d, k * h),
+        "wv": (d, k * h),
+        "wo": (n * h, d),
+        "w_gate": (d, f),
+        "w_up": (d, f),
+        "w_down": (f, d),
+        "bq": (n * h,),
+        "bk": (k * h,),
+        "bv": (k * h,),
     }
 
 
@@ -147,7 +156,7 @@ def load_hf_directory(path: Path, dtype: str = "float32") -> tuple[ModelConfig, 
     for file in files:
         try:
             with safe_open(str(file), framework="flax") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                     tensors[name] = np.asarray(f.get_tensor(name).astype(jnp.float32))
         except (SafetensorError, OSError) as err:
             raise ModelLoadError(f"corrupt safetensors file {file}: {err}") from err
@@ -164,8 +173,9 @@ def save_hf_directory(params: Params, cfg: ModelConfig, path: Path, model_type: 
     save_file(hf_tensors_from_params(params, cfg), str(path / "model.safetensors"))
     hf_config = {
         "model_type": model_type,
-        "architectures": [{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
-                           "qwen2": "Qwen2ForCausalLM"}[model_type]],
+        "architectures": [
+            {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
+        ],
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "intermediate_size": cfg.intermediate_size,
@@ -184,7 +194,9 @@ def save_hf_directory(params: Params, cfg: ModelConfig, path: Path, model_type: 
     if cfg.rope_scaling.rope_type != "default":
         s = cfg.rope_scaling
         hf_config["rope_scaling"] = {
-            "rope_type": s.rope_type, "factor": s.factor, "low_freq_factor": s.low_freq_factor,
+            "rope_type": s.rope_type,
+            "factor": s.factor,
+            "low_freq_factor": s.low_freq_factor,
             "high_freq_factor": s.high_freq_factor,
             "original_max_position_embeddings": s.original_max_position_embeddings,
         }

@@ -43,7 +43,7 @@ def paged_attention(
         return blk.reshape(num_rows, num_kv_heads, block_tokens, head_dim).astype(jnp.float32)
 
     def body(j, carry):
-        m, l, acc = carry
+        m, denom, acc = carry
         ids = jax.lax.dynamic_slice_in_dim(page_table, j * pages_per_block, pages_per_block, axis=1)
         k = gather(k_pages, ids)
         v = gather(v_pages, ids)
@@ -56,9 +56,9 @@ def paged_attention(
         m_new = jnp.maximum(m, s.max(axis=-1))
         p = jnp.exp(s - m_new[..., None])
         correction = jnp.exp(m - m_new)
-        l_new = l * correction + p.sum(axis=-1)
+        denom_new = denom * correction + p.sum(axis=-1)
         acc_new = acc * correction[..., None] + jnp.einsum("rqkgt,rkth->rqkgh", p, v)
-        return m_new, l_new, acc_new
+        return m_new, denom_new, acc_new
 
     stats_shape = (num_rows, num_q, num_kv_heads, group)
     init = (
@@ -66,14 +66,14 @@ def paged_attention(
         jnp.zeros(stats_shape, jnp.float32),
         jnp.zeros((*stats_shape, head_dim), jnp.float32),
     )
-    _, l, acc = jax.lax.fori_loop(0, num_kv_blocks, body, init)
-    out = acc / jnp.maximum(l, 1e-30)[..., None]
+    _, denom, acc = jax.lax.fori_loop(0, num_kv_blocks, body, init)
+    out = acc / jnp.maximum(denom, 1e-30)[..., None]
     return out.reshape(num_rows, num_q, num_heads, head_dim).astype(q.dtype)
 
 
 def dense_causal_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """Attention without a cache, for oracles: q [T, N, H] (scaled), k/v [T, K, H] -> [T, N, H]."""
-    num_tokens, num_heads, head_dim = q.shape
+    num_tokens, num_heads, _ = q.shape
     group = num_heads // k.shape[1]
     k = jnp.repeat(k, group, axis=1)
     v = jnp.repeat(v, group, axis=1)

@@ -37,9 +37,7 @@ def _record(sched_out, preempted: list[str]):
 
 
 def run_engine(engine: LLMEngine, prompts: list[list[int]], max_tokens: list[int]) -> dict[str, list[int]]:
-    ids = [
-        engine.add_request(p, SamplingParams(max_tokens=n, ignore_eos=True)) for p, n in zip(prompts, max_tokens)
-    ]
+    ids = [engine.add_request(p, SamplingParams(max_tokens=n, ignore_eos=True)) for p, n in zip(prompts, max_tokens)]
     outputs = {}
     while engine.has_unfinished_requests():
         for out in engine.step():

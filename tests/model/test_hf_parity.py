@@ -16,13 +16,22 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(
-    vocab_size=300, hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4, num_kv_heads=2,
-    head_dim=16, rms_norm_eps=1e-6, max_position_embeddings=256,
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=160,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rms_norm_eps=1e-6,
+    max_position_embeddings=256,
 )
 CONFIGS = {
     "llama": ModelConfig(**BASE, rope_theta=10_000.0),
     "llama3-scaled-tied": ModelConfig(
-        **BASE, rope_theta=500_000.0, tie_word_embeddings=True,
+        **BASE,
+        rope_theta=500_000.0,
+        tie_word_embeddings=True,
         rope_scaling=RopeScaling("llama3", 8.0, 1.0, 4.0, 64),
     ),
     "mistral": ModelConfig(**BASE, rope_theta=1_000_000.0),
