@@ -12,7 +12,9 @@ Only the sampled token ids come back to the host: one ``device_get`` per step.
 from __future__ import annotations
 
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -84,11 +86,20 @@ class JaxRunner:
 
     # ---- warm-up ----------------------------------------------------------------------------
     def warmup(self) -> None:
-        """Compiles every bucket with all-padding batches (they only touch page 0)."""
-        for q_len, buckets in self.row_buckets.items():
-            for num_rows in buckets:
-                tokens = self._call(self._pad_arrays([], q_len, num_rows))
-        jax.block_until_ready(tokens)
+        """Compiles every bucket, then runs each once with an all-padding batch (touching only page 0).
+
+        XLA compiles release the GIL, so the buckets are compiled ahead of time on a thread pool;
+        the jitted step then finds them in its cache.
+        """
+        batches = [self._pad_arrays([], q_len, n) for q_len, buckets in self.row_buckets.items() for n in buckets]
+
+        def compile_bucket(arrays: tuple[StepInputs, SamplingInputs]) -> None:
+            kwargs = {"cfg": self.model_cfg, "pages_per_block": self.pages_per_block}
+            _step.lower(self.params, self.kv.k, self.kv.v, *arrays, **kwargs).compile()
+
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            list(pool.map(compile_bucket, batches))
+        jax.block_until_ready([self._call(arrays) for arrays in batches])
 
     # ---- one step ---------------------------------------------------------------------------
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:

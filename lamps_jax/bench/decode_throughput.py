@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -209,6 +210,17 @@ def _bench_model(
     return results
 
 
+def _load_before_start(console: Console) -> float:
+    """The 1-minute load average, with a warning when the machine is busy: the timings need an idle one."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores / 2:
+        console.print(
+            f"[yellow]warning: the 1-minute load average is {load:.1f} on {cores} cores: other processes compete "
+            "for the CPU and distort the timings (HF generate's thread pool most of all)[/yellow]"
+        )
+    return load
+
+
 def _environment() -> dict[str, Any]:
     import jax
     import torch
@@ -220,6 +232,7 @@ def _environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "processor": platform.processor(),
     }
@@ -293,6 +306,7 @@ def run_decode_benchmark(
         raise ValueError(f"max_tokens and repeats must be >= 1, got {max_tokens} and {repeats}")
     _require_torch()
     console = Console()
+    load_before = _load_before_start(console)
     results = []
     with Progress(console=console, transient=True) as progress:
         for name in models:
@@ -302,7 +316,7 @@ def run_decode_benchmark(
     summary = {
         "max_tokens": max_tokens,
         "repeats": repeats,
-        "environment": _environment(),
+        "environment": _environment() | {"load_average_before": load_before},
         "results": [r.row() for r in results],
     }
     (output_dir / "decode_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")

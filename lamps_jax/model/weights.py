@@ -1,7 +1,7 @@
 """Params from and to Hugging Face tensor names; random init; local safetensors directories.
 
 Everything funnels through ``params_from_hf_tensors``: a lookup from HF names
-(``model.layers.3.self_attn.q_proj.weight``, PyTorch [out, in] layout) to float arrays, stacked
+(``model.layers.3.self_attn.q_proj.weight``, PyTorch [out, in] layout) to float arrays, arranged
 into the params pytree of ``lamps_jax.model.llama``. The GGUF loader maps its names onto the same
 lookup, and ``save_hf_directory`` writes the inverse (used to hand the same weights to other engines).
 """
@@ -70,11 +70,11 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def params_from_hf_tensors(get: Callable[[str], np.ndarray], cfg: ModelConfig) -> Params:
-    """Stack HF-named tensors into the params pytree, checking every shape."""
+    """Builds the params pytree from HF-named tensors, checking every shape."""
     dtype = jnp.dtype(cfg.dtype)
     shapes = _expected_shapes(cfg)
 
-    def fetch(name: str, shape: tuple[int, ...], transpose: bool) -> np.ndarray:
+    def fetch(name: str, shape: tuple[int, ...], transpose: bool) -> jax.Array:
         try:
             arr = np.asarray(get(name), dtype=np.float32)
         except KeyError:
@@ -83,22 +83,18 @@ def params_from_hf_tensors(get: Callable[[str], np.ndarray], cfg: ModelConfig) -
             arr = arr.T
         if arr.shape != shape:
             raise ModelLoadError(f"weight {name!r} has shape {arr.shape}, expected {shape}")
-        return arr
+        return jnp.asarray(arr, dtype)
 
-    layers = {
-        ours: jnp.asarray(
-            np.stack([fetch(f"model.layers.{i}.{hf}", shapes[ours], t) for i in range(cfg.num_layers)]),
-            dtype,
-        )
-        for ours, (hf, t) in _layer_names(cfg).items()
-    }
     params: Params = {
-        "embed": jnp.asarray(fetch("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), False), dtype),
-        "final_norm": jnp.asarray(fetch("model.norm.weight", (cfg.hidden_size,), False), dtype),
-        "layers": layers,
+        "embed": fetch("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), False),
+        "final_norm": fetch("model.norm.weight", (cfg.hidden_size,), False),
+        "layers": [
+            {ours: fetch(f"model.layers.{i}.{hf}", shapes[ours], t) for ours, (hf, t) in _layer_names(cfg).items()}
+            for i in range(cfg.num_layers)
+        ],
     }
     if not cfg.tie_word_embeddings:
-        params["lm_head"] = jnp.asarray(fetch("lm_head.weight", (cfg.hidden_size, cfg.vocab_size), True), dtype)
+        params["lm_head"] = fetch("lm_head.weight", (cfg.hidden_size, cfg.vocab_size), True)
     return params
 
 
@@ -109,11 +105,11 @@ def hf_tensors_from_params(params: Params, cfg: ModelConfig) -> dict[str, np.nda
         "model.norm.weight": np.asarray(params["final_norm"], np.float32),
     }
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = np.asarray(params["lm_head"], np.float32).T
-    for ours, (hf, transpose) in _layer_names(cfg).items():
-        stacked = np.asarray(params["layers"][ours], np.float32)
-        for i in range(cfg.num_layers):
-            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(stacked[i].T if transpose else stacked[i])
+        out["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["lm_head"], np.float32).T)
+    for i, layer in enumerate(params["layers"]):
+        for ours, (hf, transpose) in _layer_names(cfg).items():
+            arr = np.asarray(layer[ours], np.float32)
+            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(arr.T if transpose else arr)
     return out
 
 
@@ -126,14 +122,13 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     def normal(shape: tuple[int, ...]) -> jax.Array:
         return jnp.asarray(0.02 * rng.standard_normal(shape, np.float32), dtype)
 
-    layers = {}
-    for name in _layer_names(cfg):
-        shape = (cfg.num_layers, *shapes[name])
-        layers[name] = jnp.ones(shape, dtype) if name.endswith("norm") else normal(shape)
+    def init(name: str) -> jax.Array:
+        return jnp.ones(shapes[name], dtype) if name.endswith("norm") else normal(shapes[name])
+
     params: Params = {
         "embed": normal((cfg.vocab_size, cfg.hidden_size)),
         "final_norm": jnp.ones((cfg.hidden_size,), dtype),
-        "layers": layers,
+        "layers": [{name: init(name) for name in _layer_names(cfg)} for _ in range(cfg.num_layers)],
     }
     if not cfg.tie_word_embeddings:
         params["lm_head"] = normal((cfg.hidden_size, cfg.vocab_size))

@@ -19,27 +19,23 @@ MASK_VALUE = -1e30  # finite, so rows with nothing to attend to stay NaN-free
 
 def paged_attention(
     q: jax.Array,  # [R, Q, N, H], already scaled by 1/sqrt(H)
-    k_pages: jax.Array,  # [K, P, S, H], or [L, K, P, S, H] with ``layer`` picking one
-    v_pages: jax.Array,  # same shape as k_pages
+    k_pages: jax.Array,  # [K, P, S, H]
+    v_pages: jax.Array,  # [K, P, S, H]
     page_table: jax.Array,  # [R, W] int32 page ids, W a multiple of pages_per_block
     q_start: jax.Array,  # [R] int32 position of each row's first query token
     context_lens: jax.Array,  # [R] int32 KV tokens visible to the row (its own tokens included)
     num_kv_blocks: jax.Array,  # [] int32 blocks to walk: ceil(max(context_lens) / block tokens)
     pages_per_block: int,
-    layer: jax.Array | None = None,  # [] int32; indexing inside the gather avoids copying a layer
 ) -> jax.Array:  # [R, Q, N, H]
     num_rows, num_q, num_heads, head_dim = q.shape
-    num_kv_heads, _, page_size, _ = k_pages.shape[-4:]
+    num_kv_heads, _, page_size, _ = k_pages.shape
     group = num_heads // num_kv_heads
     block_tokens = pages_per_block * page_size
     qg = q.reshape(num_rows, num_q, num_kv_heads, group, head_dim).astype(jnp.float32)
     q_pos = q_start[:, None] + jnp.arange(num_q, dtype=jnp.int32)[None, :]  # [R, Q]
 
     def gather(pages: jax.Array, ids: jax.Array) -> jax.Array:  # -> [R, K, T, H]
-        if layer is None:
-            blk = jnp.swapaxes(pages[:, ids], 0, 1)  # [R, K, pages_per_block, S, H]
-        else:
-            blk = jnp.swapaxes(pages[layer, :, ids], 1, 2)  # [R, pb, K, S, H] -> [R, K, pb, S, H]
+        blk = jnp.swapaxes(pages[:, ids], 0, 1)  # [R, K, pages_per_block, S, H]
         return blk.reshape(num_rows, num_kv_heads, block_tokens, head_dim).astype(jnp.float32)
 
     def body(j, carry):

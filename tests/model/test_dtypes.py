@@ -24,7 +24,7 @@ def test_bfloat16_logits_track_float32(tiny_model) -> None:
 
 def test_bfloat16_engine_generates() -> None:
     engine = LLMEngine(load_model("tiny", dtype="bfloat16"), small_engine_config(max_num_seqs=4, token_budget=16))
-    assert engine.runner.kv.k.dtype == jnp.bfloat16
+    assert engine.runner.kv.k[0].dtype == jnp.bfloat16
     engine.add_request(list(range(1, 30)), SamplingParams(max_tokens=5, ignore_eos=True))
     outputs = []
     while engine.has_unfinished_requests():
