@@ -176,8 +176,11 @@ class EngineConfig:
     query_block: int = 16  # prefill chunks are cut into rows of this many tokens
     kv_block_tokens: int = 128  # attention walks the KV in blocks of this many tokens
     seed: int = 0  # seeds requests that give no seed of their own
+    attention_impl: str = "auto"  # auto | reference | pallas (see pallas_kernels/ops.py)
 
     def __post_init__(self) -> None:
+        if self.attention_impl not in ("auto", "reference", "pallas"):
+            raise ValueError(f"attention_impl must be auto, reference or pallas, got {self.attention_impl!r}")
         if self.query_block <= 0 or self.kv_block_tokens <= 0:
             raise ValueError("query_block and kv_block_tokens must be > 0")
         if self.kv_block_tokens % self.cache.page_size:

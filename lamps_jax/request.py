@@ -83,12 +83,6 @@ class Request:
     def is_finished(self) -> bool:
         return self.status.is_finished
 
-    def token_at(self, position: int) -> int:
-        prompt_len = len(self.prompt_token_ids)
-        if position < prompt_len:
-            return self.prompt_token_ids[position]
-        return self.output_token_ids[position - prompt_len]
-
     def tokens(self, start: int, end: int) -> list[int]:
         prompt_len = len(self.prompt_token_ids)
         if end <= prompt_len:

@@ -25,6 +25,7 @@ from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
 from lamps_jax.paged_kv.kv_cache import KVPages
+from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 
 _num_traces = 0
@@ -35,11 +36,21 @@ def num_compilations() -> int:
     return _num_traces
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "pages_per_block"), donate_argnums=(1, 2))
-def _step(params, k, v, inputs: StepInputs, sampling: SamplingInputs, *, cfg: ModelConfig, pages_per_block: int):
+@functools.partial(jax.jit, static_argnames=("cfg", "pages_per_block", "attention_impl"), donate_argnums=(1, 2))
+def _step(
+    params,
+    k,
+    v,
+    inputs: StepInputs,
+    sampling: SamplingInputs,
+    *,
+    cfg: ModelConfig,
+    pages_per_block: int,
+    attention_impl: str,
+):
     global _num_traces
     _num_traces += 1  # runs only while tracing, i.e. once per compiled shape
-    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block)
+    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, paged_attention_fn(attention_impl))
     return sample(logits, sampling), k, v
 
 
@@ -72,6 +83,7 @@ class JaxRunner:
         self.device = device or jax.devices()[0]
         page_size = engine_cfg.cache.page_size
         self.pages_per_block = engine_cfg.kv_block_tokens // page_size
+        self.attention_impl = resolve_attention_impl(engine_cfg.attention_impl, self.device.platform)
         self.block_tokens = engine_cfg.kv_block_tokens
         num_blocks = -(-max_model_len // engine_cfg.kv_block_tokens)
         self.page_table_width = num_blocks * self.pages_per_block
@@ -84,6 +96,10 @@ class JaxRunner:
         self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
 
+    @property
+    def _static_args(self) -> dict:
+        return {"cfg": self.model_cfg, "pages_per_block": self.pages_per_block, "attention_impl": self.attention_impl}
+
     # ---- warm-up ----------------------------------------------------------------------------
     def warmup(self) -> None:
         """Compiles every bucket, then runs each once with an all-padding batch (touching only page 0).
@@ -94,8 +110,7 @@ class JaxRunner:
         batches = [self._pad_arrays([], q_len, n) for q_len, buckets in self.row_buckets.items() for n in buckets]
 
         def compile_bucket(arrays: tuple[StepInputs, SamplingInputs]) -> None:
-            kwargs = {"cfg": self.model_cfg, "pages_per_block": self.pages_per_block}
-            _step.lower(self.params, self.kv.k, self.kv.v, *arrays, **kwargs).compile()
+            _step.lower(self.params, self.kv.k, self.kv.v, *arrays, **self._static_args).compile()
 
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(compile_bucket, batches))
@@ -158,7 +173,5 @@ class JaxRunner:
         )
 
     def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> jax.Array:
-        tokens, self.kv.k, self.kv.v = _step(
-            self.params, self.kv.k, self.kv.v, *arrays, cfg=self.model_cfg, pages_per_block=self.pages_per_block
-        )
+        tokens, self.kv.k, self.kv.v = _step(self.params, self.kv.k, self.kv.v, *arrays, **self._static_args)
         return tokens

@@ -118,8 +118,12 @@ def forward_paged(
     inputs: StepInputs,
     cfg: ModelConfig,
     pages_per_block: int,
+    attention: Callable = paged_attention,
 ) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
-    """One serving step: returns logits [R, V] of each row's last valid token and the new pages."""
+    """One serving step: returns logits [R, V] of each row's last valid token and the new pages.
+
+    ``attention`` has the contract of ``pallas_kernels.reference.paged_attention``.
+    """
     num_rows, num_q = inputs.token_ids.shape
     page_size = k_pages[0].shape[2]
     offsets = jnp.arange(num_q, dtype=jnp.int32)
@@ -139,7 +143,7 @@ def forward_paged(
     def attend(layer_idx, q, k, v):
         new_k.append(write(k_pages[layer_idx], k))
         new_v.append(write(v_pages[layer_idx], v))
-        return paged_attention(
+        return attention(
             q,
             new_k[-1],
             new_v[-1],
