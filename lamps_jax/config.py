@@ -160,10 +160,17 @@ class SchedulerConfig:
     policy: str = "fcfs"
     max_num_seqs: int = 32  # requests running at once
     max_num_batched_tokens: int = 256  # token budget B of one iteration (prefill chunks + decodes)
+    kv_strategy: str = "preserve"  # preserve | discard | swap: what a paused request's KV does
+    max_swap_pages_per_step: int = 64  # swap budget: pages copied (out + in) per iteration
+    num_host_pages: int = 0  # host pool capacity for swapped pages; when full, swap falls back to discard
 
     def __post_init__(self) -> None:
         if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be > 0")
+        if self.kv_strategy not in ("preserve", "discard", "swap"):
+            raise ValueError(f"kv_strategy must be preserve, discard or swap, got {self.kv_strategy!r}")
+        if self.max_swap_pages_per_step <= 0 or self.num_host_pages < 0:
+            raise ValueError("max_swap_pages_per_step must be > 0 and num_host_pages >= 0")
 
 
 @dataclass(frozen=True)
@@ -177,8 +184,13 @@ class EngineConfig:
     kv_block_tokens: int = 128  # attention walks the KV in blocks of this many tokens
     seed: int = 0  # seeds requests that give no seed of their own
     attention_impl: str = "auto"  # auto | reference | pallas (see pallas_kernels/ops.py)
+    api_timeout: float | None = 60.0  # seconds before an API call counts as failed
+    api_error_policy: str = "resume"  # resume: append the error text and go on | abort: end with an error
+    tool_call_tags: tuple[str, str] | None = None  # e.g. ("<tool_call>", "</tool_call>") to detect tool calls
 
     def __post_init__(self) -> None:
+        if self.api_error_policy not in ("resume", "abort"):
+            raise ValueError(f"api_error_policy must be resume or abort, got {self.api_error_policy!r}")
         if self.attention_impl not in ("auto", "reference", "pallas"):
             raise ValueError(f"attention_impl must be auto, reference or pallas, got {self.attention_impl!r}")
         if self.query_block <= 0 or self.kv_block_tokens <= 0:

@@ -1,23 +1,28 @@
 """LLMEngine (the serving loop) and LLM (the offline ``generate`` API).
 
-One ``step()`` is: schedule -> runner.execute -> scheduler.update, then stop strings (which need
-the tokenizer) are checked here. Requests are validated on entry so a bad one fails alone with a
-clear error and never reaches the scheduler.
+One ``step()`` is: API results in (resume their requests) -> schedule -> runner.execute ->
+scheduler.update -> per sampled token: stop strings, then interception (pause the request with the
+engine's KV strategy and submit its call). Requests are validated on entry so a bad one fails alone
+with a clear error and never reaches the scheduler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
+from lamps_jax.api.executor import ApiExecutor, ApiResult
+from lamps_jax.api.triggers import ToolCallTrigger, Trigger, scripted_trigger
 from lamps_jax.clock import Clock, WallClock
 from lamps_jax.config import EngineConfig
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.paged_kv.page_pool import PagePool
-from lamps_jax.request import Request, RequestOutput, RequestStatus, SamplingParams
+from lamps_jax.request import ApiCall, KVStrategy, Request, RequestOutput, RequestStatus, SamplingParams, Segment
 from lamps_jax.runner import JaxRunner
 from lamps_jax.scheduler.scheduler import Scheduler
 
@@ -47,8 +52,14 @@ class LLMEngine:
         )
         self.runner = JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()
+        self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
+        self.kv_strategy = KVStrategy(self.config.scheduler.kv_strategy)
+        self.triggers: list[Trigger] = [scripted_trigger]
+        if self.config.tool_call_tags:
+            self.triggers.append(ToolCallTrigger(*self.config.tool_call_tags))
         self._seeds = random.Random(self.config.seed)
         self._next_id = itertools.count()
+        self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig | None = None, dtype: str = "float32", seed: int = 0):
@@ -56,11 +67,19 @@ class LLMEngine:
 
     # ---- requests ---------------------------------------------------------------------------
     def add_request(
-        self, prompt: str | Sequence[int], sampling_params: SamplingParams | None = None, req_id: str | None = None
+        self,
+        prompt: str | Sequence[int],
+        sampling_params: SamplingParams | None = None,
+        req_id: str | None = None,
+        segments: Sequence[Segment] = (),
     ) -> str:
+        """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``)."""
         params = sampling_params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         token_ids = self._tokenize(prompt)
+        if segments:
+            results = sum(len(s.api_call.result_token_ids) for s in segments if s.api_call is not None)
+            params = dataclasses.replace(params, max_tokens=sum(s.num_tokens for s in segments) + results)
         self._validate(token_ids, params)
         request = Request(
             req_id=req_id if req_id is not None else str(next(self._next_id)),
@@ -70,29 +89,113 @@ class LLMEngine:
             seed=params.seed if params.seed is not None else self._seeds.getrandbits(31),
             eos_token_ids=self.model_config.eos_token_ids,
             prompt=text,
+            segments=tuple(segments),
         )
         self.scheduler.add_request(request)
         return request.req_id
 
     def abort_request(self, req_id: str) -> RequestOutput | None:
-        request = self.scheduler.finish_request(req_id, RequestStatus.FINISHED_ABORTED)
+        """Ends a request wherever it is (running, waiting, mid-call, swapped out)."""
+        request = self._finish(req_id, RequestStatus.FINISHED_ABORTED)
         return None if request is None else self._output(request)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished()
+        return self.scheduler.has_unfinished() or bool(self._finished)
+
+    def register_tool(self, name: str, fn: Callable) -> None:
+        """A Python function (sync or async) that detected tool calls named ``name`` run."""
+        self.api.register_tool(name, fn)
+
+    def pause_request(self, req_id: str, name: str = "external") -> KVStrategy:
+        """Pauses a running request for a call the caller makes itself; ``resume_request`` ends it."""
+        request = self.scheduler.requests.get(req_id)
+        if request is None or request.status is not RequestStatus.RUNNING:
+            raise InvalidRequestError(f"request {req_id!r} is not running")
+        return self.scheduler.pause(request, ApiCall(name=name), self.kv_strategy)
+
+    def resume_request(self, req_id: str, result: str | Sequence[int]) -> None:
+        """Resumes a request paused by ``pause_request`` with the call's result (text or token ids)."""
+        request = self.scheduler.paused.get(req_id)
+        if request is None:
+            raise InvalidRequestError(f"request {req_id!r} is not paused")
+        self._resume(request, self._tokenize(result) if isinstance(result, str) else [int(t) for t in result])
 
     # ---- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Runs one iteration; returns the requests that finished in it."""
+        for result in self.api.poll():
+            self._on_api_result(result)
         sched_out = self.scheduler.schedule()
         if sched_out.is_empty:
-            return []
+            self._wait_for_api()
+            return self._drain_finished()
         runner_out = self.runner.execute(sched_out)
-        finished = self.scheduler.update(sched_out, runner_out)
+        self._finished += self.scheduler.update(sched_out, runner_out)
         for req_id in runner_out.req_ids:
             request = self.scheduler.requests.get(req_id)
-            if request is not None and self._hit_stop_string(request):
-                finished.append(self.scheduler.finish_request(req_id, RequestStatus.FINISHED_STOPPED))
+            if request is not None:
+                self._after_token(request)
+        return self._drain_finished()
+
+    def _after_token(self, request: Request) -> None:
+        if self._hit_stop_string(request):
+            self._finish_in_step(request.req_id, RequestStatus.FINISHED_STOPPED)
+            return
+        for trigger in self.triggers:
+            call = trigger(request, self._decode)
+            if call is not None:
+                self.scheduler.pause(request, call, self.kv_strategy)
+                self.api.submit(request.req_id, call)
+                return
+        if request.script_done:
+            self._finish_in_step(request.req_id, RequestStatus.FINISHED_STOPPED)
+
+    def _on_api_result(self, result: ApiResult) -> None:
+        request = self.scheduler.paused.get(result.req_id)
+        if request is None:  # aborted meanwhile
+            return
+        if result.error is not None:
+            if self.config.api_error_policy == "abort":
+                request.error = result.error
+                self._finish_in_step(request.req_id, RequestStatus.FINISHED_ERROR)
+                return
+            tokens = self._tokenize(f"error: {result.error}")
+        elif result.text is not None:
+            tokens = self._tokenize(result.text)
+        else:
+            tokens = list(result.token_ids)
+        self._resume(request, tokens)
+
+    def _resume(self, request: Request, tokens: list[int]) -> None:
+        context = request.num_tokens + len(tokens) + 1  # room for at least one more generated token
+        if context > self.max_model_len or self.scheduler.pages_for(context) > self.page_pool.num_usable:
+            request.error = f"the API result makes the context {context} tokens, more than the model or KV memory holds"
+            self._finish_in_step(request.req_id, RequestStatus.FINISHED_ERROR)
+            return
+        self.scheduler.resume(request.req_id, tokens)
+
+    def _wait_for_api(self) -> None:
+        """Nothing can run until an API call returns: sleep until the next one may (at most 10 ms)."""
+        if not self.api.num_pending:
+            return
+        deadline = self.api.next_deadline()
+        time.sleep(max(0.0, min(0.01, deadline - self.clock.now())))
+
+    def _finish(self, req_id: str, status: RequestStatus) -> Request | None:
+        """Ends a request everywhere: scheduler (pages), API executor (its call) and runner (host copy)."""
+        request = self.scheduler.finish_request(req_id, status)
+        if request is not None:
+            self.api.cancel(req_id)
+            self.runner.release(req_id)
+        return request
+
+    def _finish_in_step(self, req_id: str, status: RequestStatus) -> None:
+        request = self._finish(req_id, status)
+        if request is not None:
+            self._finished.append(request)
+
+    def _drain_finished(self) -> list[RequestOutput]:
+        finished, self._finished = self._finished, []
         return [self._output(r) for r in finished]
 
     # ---- helpers ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Requests: sampling parameters, lifecycle status, the per-request timeline and the outputs.
+"""Requests: sampling parameters, API-call segments, lifecycle status, timeline and outputs.
 
 ``Request`` is the only mutable request state; the scheduler advances ``num_computed_tokens`` and
-owns ``page_ids``, the engine appends sampled tokens. Every status change is recorded as an event
-with the clock's time, which is what latency metrics read.
+owns ``page_ids``, sampled tokens and API results are appended to ``output_token_ids`` (everything
+after the prompt). An augmented request pauses for API calls: WAITING -> RUNNING -> PAUSED_API ->
+{RUNNING (preserved) | SWAPPED -> RUNNING | WAITING (discarded, recomputed)} -> ... -> FINISHED_*.
+Every status change is recorded as an event with the clock's time, which is what metrics read.
 """
 
 from __future__ import annotations
@@ -37,9 +39,49 @@ class SamplingParams:
             raise ValueError("stop strings must be non-empty")
 
 
+class KVStrategy(enum.Enum):
+    """What happens to a paused request's KV pages while its API call runs."""
+
+    PRESERVE = "preserve"  # pages stay on the device
+    DISCARD = "discard"  # pages are freed; the context is recomputed on return
+    SWAP = "swap"  # pages are copied to host memory and back
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One API call. Simulated calls carry their duration and answer; tool calls name a tool."""
+
+    name: str  # API type or registered tool name
+    arguments: dict | str = ""  # what a detected tool call passed
+    duration: float | None = None  # simulated: seconds the call takes
+    result_token_ids: tuple[int, ...] = ()  # simulated: the tokens it returns
+    fails: bool = False  # simulated: the call fails instead of answering
+
+    @property
+    def is_simulated(self) -> bool:
+        return self.duration is not None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Scripted generation: decode ``num_tokens``, then make ``api_call`` (None ends the request)."""
+
+    num_tokens: int
+    api_call: ApiCall | None = None
+    token_ids: tuple[int, ...] | None = None  # prescribed output tokens (trace replay); None = the model's
+
+    def __post_init__(self) -> None:
+        if self.num_tokens < 1:
+            raise ValueError(f"a segment decodes at least one token, got {self.num_tokens}")
+        if self.token_ids is not None and len(self.token_ids) != self.num_tokens:
+            raise ValueError(f"segment prescribes {len(self.token_ids)} tokens but decodes {self.num_tokens}")
+
+
 class RequestStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    PAUSED_API = "paused_api"  # an API call is running; pages per the request's strategy
+    SWAPPED = "swapped"  # the call returned; pages are on the host, waiting to be swapped in
     FINISHED_STOPPED = "finished_stopped"  # eos, stop token or stop string
     FINISHED_LENGTH = "finished_length"  # max_tokens or the model's context
     FINISHED_ABORTED = "finished_aborted"
@@ -62,11 +104,20 @@ class Request:
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     page_ids: list[int] = field(default_factory=list)
+    host_page_ids: list[int] = field(default_factory=list)  # host pool pages while swapped out
     status: RequestStatus = RequestStatus.WAITING
     events: list[tuple[RequestStatus, float]] = field(default_factory=list)
     first_token_time: float | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it
     error: str | None = None
+    segments: tuple[Segment, ...] = ()  # scripted API calls; empty for plain requests
+    num_generated_tokens: int = 0  # tokens the model sampled (output_token_ids minus API results)
+    segment_index: int = 0
+    segment_start: int = 0  # num_generated_tokens when the current segment began
+    strategy: KVStrategy | None = None  # set while paused
+    api_call: ApiCall | None = None  # the call in flight
+    num_api_calls: int = 0
+    result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))
@@ -76,8 +127,33 @@ class Request:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
     @property
-    def num_output_tokens(self) -> int:
-        return len(self.output_token_ids)
+    def segment(self) -> Segment | None:
+        return self.segments[self.segment_index] if self.segment_index < len(self.segments) else None
+
+    def choose_token(self, sampled: int) -> int:
+        """The token to append: the segment's prescribed one (trace replay) or the sampled one."""
+        segment = self.segment
+        if segment is None or segment.token_ids is None:
+            return sampled
+        return segment.token_ids[self.num_generated_tokens - self.segment_start]
+
+    def append_generated(self, token: int) -> None:
+        self.output_token_ids.append(token)
+        self.num_generated_tokens += 1
+
+    def scripted_call(self) -> ApiCall | None:
+        """The segment's API call once its tokens are decoded; advances to the next segment."""
+        segment = self.segment
+        if segment is None or self.num_generated_tokens - self.segment_start < segment.num_tokens:
+            return None
+        self.segment_index += 1
+        self.segment_start = self.num_generated_tokens
+        return segment.api_call
+
+    @property
+    def script_done(self) -> bool:
+        """A scripted request whose last segment is decoded ends there."""
+        return bool(self.segments) and self.segment is None
 
     @property
     def is_finished(self) -> bool:

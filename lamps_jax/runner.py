@@ -25,6 +25,7 @@ from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
 from lamps_jax.paged_kv.kv_cache import KVPages
+from lamps_jax.paged_kv.swap import HostKV, HostSwapper
 from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 
@@ -95,6 +96,8 @@ class JaxRunner:
         }
         self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
+        self.swapper = HostSwapper(self.device, -(-max_model_len // page_size)) if sched.num_host_pages else None
+        self.host_kv: dict[str, HostKV] = {}  # swapped-out requests
 
     @property
     def _static_args(self) -> dict:
@@ -115,10 +118,25 @@ class JaxRunner:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             list(pool.map(compile_bucket, batches))
         jax.block_until_ready([self._call(arrays) for arrays in batches])
+        if self.swapper is not None:
+            self.swapper.warmup(self.kv)
+
+    # ---- swapping ---------------------------------------------------------------------------
+    def _swap(self, sched_out: SchedulerOutput) -> None:
+        """Dispatches the step's copies before its compute (the pages freed by a swap-out may be reused)."""
+        for req_id, page_ids in sched_out.swap_out:
+            self.host_kv[req_id] = self.swapper.swap_out(self.kv, page_ids)
+        for req_id, page_ids in sched_out.swap_in:
+            self.swapper.swap_in(self.kv, self.host_kv.pop(req_id), page_ids)
+
+    def release(self, req_id: str) -> None:
+        """Drops what the runner holds for a request that ended (its host copy, if swapped out)."""
+        self.host_kv.pop(req_id, None)
 
     # ---- one step ---------------------------------------------------------------------------
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:
         start = time.perf_counter()
+        self._swap(sched_out)
         decode = [c for c in sched_out.scheduled if c.num_new_tokens == 1]
         prefill = [c for c in sched_out.scheduled if c.num_new_tokens > 1]
         pending: list[tuple[list[_Row], jax.Array]] = []
@@ -164,7 +182,7 @@ class JaxRunner:
             params = request.sampling_params
             temperature[i], top_k[i], top_p[i] = params.temperature, params.top_k, params.top_p
             seeds[i] = request.seed
-            steps[i] = request.num_output_tokens
+            steps[i] = request.num_generated_tokens
         max_context = int((q_start + num_valid).max(initial=1))
         num_kv_blocks = np.int32(max(1, -(-max_context // self.block_tokens)))
         return (

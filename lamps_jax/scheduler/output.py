@@ -27,6 +27,8 @@ class ScheduledChunk:
 class SchedulerOutput:
     scheduled: list[ScheduledChunk]  # what runs this step, in scheduling order
     preempted_ids: list[str] = field(default_factory=list)  # pages freed, back to waiting (recompute)
+    swap_out: list[tuple[str, list[int]]] = field(default_factory=list)  # (req_id, device pages to copy out)
+    swap_in: list[tuple[str, list[int]]] = field(default_factory=list)  # (req_id, device pages to fill)
 
     @property
     def total_tokens(self) -> int:
@@ -34,7 +36,7 @@ class SchedulerOutput:
 
     @property
     def is_empty(self) -> bool:
-        return not self.scheduled
+        return not (self.scheduled or self.swap_out or self.swap_in)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,13 @@ policy's order. When a running request needs a page and none is free, the policy
 among the running requests not yet scheduled this step; the victim's pages are freed and it goes
 back to the front of the waiting queue to be recomputed.
 
+Paused requests (API calls) leave the running set with a KV strategy: Preserve keeps the pages,
+Discard frees them (the context is recomputed from the waiting queue on return), Swap copies them
+to host memory within a per-iteration swap budget (falling back to Discard when the host pool is
+full) and copies them back into fresh device pages before the request runs again.
+
 Contract: ``schedule()`` returns what runs; after the runner executes it, ``update()`` must be
-called with the runner's output exactly once. The scheduler owns the page pool.
+called with the runner's output exactly once. The scheduler owns the device and host page pools.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections import deque
 from lamps_jax.clock import Clock
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.paged_kv.page_pool import PagePool
-from lamps_jax.request import Request, RequestStatus
+from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 from lamps_jax.scheduler.policies import make_policy
 
@@ -29,12 +34,16 @@ class Scheduler:
     ) -> None:
         self.config = config
         self.page_pool = page_pool
+        self.host_pool = PagePool(config.num_host_pages + 1) if config.num_host_pages else None
         self.page_size = page_size
         self.max_model_len = max_model_len
         self.clock = clock
         self.policy = make_policy(config.policy)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.paused: dict[str, Request] = {}  # API call in flight
+        self.swap_out_queue: deque[Request] = deque()  # paused with Swap, copy not issued yet
+        self.swap_in_queue: deque[Request] = deque()  # call returned, pages on the host
         self.requests: dict[str, Request] = {}
 
     # ---- queue management -------------------------------------------------------------------
@@ -52,16 +61,54 @@ class Scheduler:
         request = self.requests.pop(req_id, None)
         if request is None:
             return None
-        if request in self.running:
-            self.running.remove(request)
-        else:
-            self.waiting.remove(request)
+        for queue in (self.running, self.waiting, self.swap_out_queue, self.swap_in_queue):
+            if request in queue:
+                queue.remove(request)
+        self.paused.pop(req_id, None)
         self._free_pages(request)
         request.set_status(status, self.clock.now())
         return request
 
+    # ---- API calls --------------------------------------------------------------------------
+    def pause(self, request: Request, call: ApiCall, strategy: KVStrategy) -> KVStrategy:
+        """Takes a running request out for an API call; returns the strategy actually used."""
+        self.running.remove(request)
+        if strategy is KVStrategy.SWAP and not self._reserve_host_pages(request):
+            strategy = KVStrategy.DISCARD
+        if strategy is KVStrategy.DISCARD:
+            self._discard(request)
+        elif strategy is KVStrategy.SWAP:
+            self.swap_out_queue.append(request)
+        request.strategy, request.api_call = strategy, call
+        request.num_api_calls += 1
+        self.paused[request.req_id] = request
+        request.set_status(RequestStatus.PAUSED_API, self.clock.now())
+        return strategy
+
+    def resume(self, req_id: str, token_ids: list[int]) -> None:
+        """Appends an API result to a paused request and queues it to run again."""
+        request = self.paused.pop(req_id)
+        request.output_token_ids.extend(token_ids)
+        request.result_end = len(request.output_token_ids)
+        request.api_call = None
+        now = self.clock.now()
+        if request in self.swap_out_queue:  # returned before its copy was issued: still on the device
+            self.swap_out_queue.remove(request)
+            self._free_host_pages(request)
+            request.strategy = KVStrategy.PRESERVE
+        if request.strategy is KVStrategy.PRESERVE:
+            self.running.append(request)
+            request.set_status(RequestStatus.RUNNING, now)
+        elif request.strategy is KVStrategy.SWAP:
+            self.swap_in_queue.append(request)
+            request.set_status(RequestStatus.SWAPPED, now)
+        else:
+            self.waiting.append(request)
+            request.set_status(RequestStatus.WAITING, now)
+
     # ---- one iteration ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
+        swap_out, swap_in = self._schedule_swaps()
         budget = self.config.max_num_batched_tokens
         scheduled: list[ScheduledChunk] = []
         preempted: list[str] = []
@@ -93,7 +140,32 @@ class Scheduler:
             request.set_status(RequestStatus.RUNNING, self.clock.now())
             scheduled.append(ScheduledChunk(request, num_new, request.num_computed_tokens))
             budget -= num_new
-        return SchedulerOutput(scheduled, preempted)
+        return SchedulerOutput(scheduled, preempted, swap_out, swap_in)
+
+    def _schedule_swaps(self) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
+        """Issues queued swap-outs, then swap-ins that fit, within the per-iteration page budget."""
+        budget = self.config.max_swap_pages_per_step
+        swap_out, swap_in = [], []
+        while self.swap_out_queue and self._fits_swap_budget(len(self.swap_out_queue[0].page_ids), budget):
+            request = self.swap_out_queue.popleft()
+            budget -= len(request.page_ids)
+            swap_out.append((request.req_id, request.page_ids))
+            # The copy is dispatched before the step that may reuse these pages, so they free now.
+            self.page_pool.free(request.page_ids)
+            request.page_ids = []
+        while self.swap_in_queue and len(self.running) < self.config.max_num_seqs:
+            request = self.swap_in_queue[0]
+            num_pages = len(request.host_page_ids)
+            if not self._fits_swap_budget(num_pages, budget) or not self.page_pool.can_allocate(num_pages):
+                break
+            self.swap_in_queue.popleft()
+            budget -= num_pages
+            request.page_ids = self.page_pool.allocate(num_pages)
+            swap_in.append((request.req_id, list(request.page_ids)))
+            self._free_host_pages(request)
+            self.running.append(request)
+            request.set_status(RequestStatus.RUNNING, self.clock.now())
+        return swap_out, swap_in
 
     def update(self, sched_out: SchedulerOutput, runner_out: RunnerOutput) -> list[Request]:
         """Advances computed counts, appends sampled tokens; returns the requests that finished."""
@@ -101,9 +173,10 @@ class Scheduler:
             chunk.request.num_computed_tokens += chunk.num_new_tokens
         now = self.clock.now()
         finished = []
-        for req_id, token in zip(runner_out.req_ids, runner_out.sampled_token_ids, strict=True):
+        for req_id, sampled in zip(runner_out.req_ids, runner_out.sampled_token_ids, strict=True):
             request = self.requests[req_id]
-            request.output_token_ids.append(token)
+            token = request.choose_token(sampled)
+            request.append_generated(token)
             if request.first_token_time is None:
                 request.first_token_time = now
             status = self._stop_status(request, token)
@@ -117,7 +190,9 @@ class Scheduler:
         if (not params.ignore_eos and token in request.eos_token_ids) or token in params.stop_token_ids:
             request.stop_reason = token
             return RequestStatus.FINISHED_STOPPED
-        if request.num_output_tokens >= params.max_tokens or request.num_tokens >= self.max_model_len:
+        # A scripted request decodes exactly its segments (the engine ends it there), not max_tokens.
+        out_of_tokens = not request.segments and request.num_generated_tokens >= params.max_tokens
+        if out_of_tokens or request.num_tokens >= self.max_model_len:
             return RequestStatus.FINISHED_LENGTH
         return None
 
@@ -134,13 +209,33 @@ class Scheduler:
         request.page_ids.extend(self.page_pool.allocate(missing))
         return True
 
+    def _fits_swap_budget(self, num_pages: int, budget_left: int) -> bool:
+        """A copy fits what is left of the budget; one larger than the whole budget goes alone."""
+        return num_pages <= budget_left or budget_left == self.config.max_swap_pages_per_step
+
+    def _reserve_host_pages(self, request: Request) -> bool:
+        if self.host_pool is None or not self.host_pool.can_allocate(len(request.page_ids)):
+            return False
+        request.host_page_ids = self.host_pool.allocate(len(request.page_ids))
+        return True
+
+    def _free_host_pages(self, request: Request) -> None:
+        if request.host_page_ids:
+            self.host_pool.free(request.host_page_ids)
+            request.host_page_ids = []
+
     def _free_pages(self, request: Request) -> None:
         self.page_pool.free(request.page_ids)
         request.page_ids = []
+        self._free_host_pages(request)
+
+    def _discard(self, request: Request) -> None:
+        """Drops the request's KV: everything it holds is recomputed when it runs again."""
+        self._free_pages(request)
+        request.num_computed_tokens = 0
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)
-        self._free_pages(request)
-        request.num_computed_tokens = 0
+        self._discard(request)
         request.set_status(RequestStatus.WAITING, self.clock.now())
         self.waiting.appendleft(request)

@@ -1,0 +1,1 @@
+"""API calls of augmented requests: interception triggers and the clock-driven executor."""

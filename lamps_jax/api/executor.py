@@ -1,0 +1,116 @@
+"""ApiExecutor: runs API calls against the engine's clock and reports the ones that finished.
+
+Two kinds of call: simulated ones (a duration and the tokens they return, as in trace replay)
+complete when the clock passes their end; registered Python tools (sync or async functions) run on
+a thread pool, concurrently with decoding. A call that raises, is unknown, or runs past the timeout
+completes with an error; a timed-out tool's thread is abandoned, never waited on, so the engine
+cannot hang. ``poll()`` is the only place results come back, on the engine thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from lamps_jax.clock import Clock
+from lamps_jax.request import ApiCall
+
+
+@dataclass(frozen=True)
+class ApiResult:
+    req_id: str
+    call: ApiCall
+    token_ids: tuple[int, ...] = ()  # a simulated call's answer, or a tool's when it returns token ids
+    text: str | None = None  # a tool's answer, tokenized by the engine
+    error: str | None = None
+
+
+@dataclass
+class _Pending:
+    call: ApiCall
+    deadline: float  # when it completes (simulated) or times out
+    future: Future | None = None  # tools only
+
+
+def _run_tool(fn: Callable, arguments: dict | str):
+    result = fn(**arguments) if isinstance(arguments, dict) else fn(arguments)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
+class ApiExecutor:
+    def __init__(self, clock: Clock, timeout: float | None = 60.0, max_workers: int = 8) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.tools: dict[str, Callable] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="api-tool")
+
+    def register_tool(self, name: str, fn: Callable) -> None:
+        if not callable(fn):
+            raise TypeError(f"tool {name!r} must be callable")
+        self.tools[name] = fn
+
+    @property
+    def num_pending(self) -> int:
+        return len(self._pending)
+
+    def submit(self, req_id: str, call: ApiCall) -> None:
+        now = self.clock.now()
+        limit = float("inf") if self.timeout is None else self.timeout
+        if call.is_simulated:
+            self._pending[req_id] = _Pending(call, now + min(call.duration, limit))
+            return
+        future = None
+        if call.name in self.tools:
+            future = self._pool.submit(_run_tool, self.tools[call.name], call.arguments)
+        self._pending[req_id] = _Pending(call, now + limit, future)
+
+    def cancel(self, req_id: str) -> None:
+        """Forgets a call (its request was aborted); a running tool finishes unobserved."""
+        pending = self._pending.pop(req_id, None)
+        if pending is not None and pending.future is not None:
+            pending.future.cancel()
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a simulated call completes or any call times out."""
+        return min((p.deadline for p in self._pending.values()), default=None)
+
+    def poll(self) -> list[ApiResult]:
+        now = self.clock.now()
+        done = []
+        for req_id, pending in list(self._pending.items()):
+            result = self._result(req_id, pending, now)
+            if result is not None:
+                del self._pending[req_id]
+                done.append(result)
+        return done
+
+    def _result(self, req_id: str, pending: _Pending, now: float) -> ApiResult | None:
+        call = pending.call
+        if call.is_simulated:
+            if now < pending.deadline:
+                return None
+            if call.duration > (self.timeout or float("inf")):
+                return ApiResult(req_id, call, error=f"API call {call.name!r} timed out after {self.timeout} s")
+            if call.fails:
+                return ApiResult(req_id, call, error=f"API call {call.name!r} failed")
+            return ApiResult(req_id, call, token_ids=call.result_token_ids)
+        if pending.future is None:
+            return ApiResult(req_id, call, error=f"unknown tool {call.name!r}")
+        if not pending.future.done():
+            if now >= pending.deadline:
+                return ApiResult(req_id, call, error=f"tool {call.name!r} timed out after {self.timeout} s")
+            return None
+        try:
+            value = pending.future.result()
+        except Exception as err:  # a tool's own failure becomes the call's error result
+            return ApiResult(req_id, call, error=f"tool {call.name!r} raised {type(err).__name__}: {err}")
+        if isinstance(value, list | tuple) and all(isinstance(t, int) for t in value):
+            return ApiResult(req_id, call, token_ids=tuple(value))
+        return ApiResult(req_id, call, text=str(value))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
