@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--repeats", type=int, default=1)
     bench.add_argument("--output", type=Path, default=Path("bench_results"))
 
+    swap = sub.add_parser("bench-swap", help="KV swap throughput vs plain copies, and its step-time overhead")
+    swap.add_argument("--model", default="smollm2-135m")
+    swap.add_argument("--pages", default="4,16,64", help="page counts to swap (16 tokens each)")
+    swap.add_argument("--repeats", type=int, default=5)
+    swap.add_argument("--output", type=Path, default=Path("bench_results"))
+
     args = parser.parse_args(argv)
     _enable_compilation_cache()
     from lamps_jax.engine import InvalidRequestError
@@ -134,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             _run_prompts(args, args.prompt, args.chat)
         elif args.command == "demo":
             _run_prompts(args, list(DEMO_QUESTIONS), chat=True)
+        elif args.command == "bench-swap":
+            from lamps_jax.bench.swap_throughput import run_swap_benchmark
+
+            pages = [int(p) for p in args.pages.split(",")]
+            run_swap_benchmark(args.model, pages, args.repeats, args.output)
         else:
             from lamps_jax.bench.decode_throughput import run_decode_benchmark
 
