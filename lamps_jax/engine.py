@@ -78,8 +78,11 @@ class LLMEngine:
         text = prompt if isinstance(prompt, str) else None
         token_ids = self._tokenize(prompt)
         if segments:
-            results = sum(len(s.api_call.result_token_ids) for s in segments if s.api_call is not None)
-            params = dataclasses.replace(params, max_tokens=sum(s.num_tokens for s in segments) + results)
+            self._check_token_ids(
+                [t for s in segments for t in (*(s.token_ids or ()), *s.result_token_ids)], "scripted token ids"
+            )
+            scripted_tokens = sum(s.num_tokens + len(s.result_token_ids) for s in segments)
+            params = dataclasses.replace(params, max_tokens=scripted_tokens)
         self._validate(token_ids, params)
         request = Request(
             req_id=req_id if req_id is not None else str(next(self._next_id)),
@@ -209,9 +212,7 @@ class LLMEngine:
     def _validate(self, token_ids: list[int], params: SamplingParams) -> None:
         if not token_ids:
             raise InvalidRequestError("the prompt is empty")
-        vocab = self.model_config.vocab_size
-        if min(token_ids) < 0 or max(token_ids) >= vocab:
-            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})")
+        self._check_token_ids(token_ids, "prompt token ids")
         if len(token_ids) >= self.max_model_len:
             raise InvalidRequestError(
                 f"the prompt has {len(token_ids)} tokens; the model's context is {self.max_model_len} "
@@ -225,6 +226,11 @@ class LLMEngine:
                 f"holds {self.page_pool.num_usable} pages of {self.config.cache.page_size} tokens; "
                 "lower max_tokens or raise the KV memory budget"
             )
+
+    def _check_token_ids(self, token_ids: list[int], what: str) -> None:
+        vocab = self.model_config.vocab_size
+        if token_ids and (min(token_ids) < 0 or max(token_ids) >= vocab):
+            raise InvalidRequestError(f"{what} must be in [0, {vocab})")
 
     def _decode(self, token_ids: list[int]) -> str:
         if self.tokenizer is None:
@@ -261,6 +267,8 @@ class LLMEngine:
             if request.first_token_time is None
             else request.first_token_time - request.arrival_time,
             latency=None if end is None else end - request.arrival_time,
+            num_api_calls=request.num_api_calls,
+            timeline=tuple((status.value, t) for status, t in request.events),
         )
 
 

@@ -76,6 +76,11 @@ class Segment:
         if self.token_ids is not None and len(self.token_ids) != self.num_tokens:
             raise ValueError(f"segment prescribes {len(self.token_ids)} tokens but decodes {self.num_tokens}")
 
+    @property
+    def result_token_ids(self) -> tuple[int, ...]:
+        """The tokens the segment's (simulated) call appends."""
+        return self.api_call.result_token_ids if self.api_call is not None else ()
+
 
 class RequestStatus(enum.Enum):
     WAITING = "waiting"
@@ -114,7 +119,7 @@ class Request:
     num_generated_tokens: int = 0  # tokens the model sampled (output_token_ids minus API results)
     segment_index: int = 0
     segment_start: int = 0  # num_generated_tokens when the current segment began
-    strategy: KVStrategy | None = None  # set while paused
+    strategy: KVStrategy | None = None  # set while paused (PAUSED_API)
     api_call: ApiCall | None = None  # the call in flight
     num_api_calls: int = 0
     result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
@@ -183,3 +188,5 @@ class RequestOutput:
     error: str | None = None
     time_to_first_token: float | None = None  # seconds from arrival
     latency: float | None = None  # seconds from arrival to finish
+    num_api_calls: int = 0
+    timeline: tuple[tuple[str, float], ...] = ()  # (status, clock time) of every transition

@@ -79,7 +79,7 @@ class Scheduler:
             self._discard(request)
         elif strategy is KVStrategy.SWAP:
             self.swap_out_queue.append(request)
-        request.strategy, request.api_call = strategy, call
+        request.strategy, request.api_call = strategy, call  # both cleared on resume
         request.num_api_calls += 1
         self.paused[request.req_id] = request
         request.set_status(RequestStatus.PAUSED_API, self.clock.now())
@@ -105,6 +105,7 @@ class Scheduler:
         else:
             self.waiting.append(request)
             request.set_status(RequestStatus.WAITING, now)
+        request.strategy = None
 
     # ---- one iteration ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
