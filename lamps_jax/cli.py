@@ -1,8 +1,11 @@
-"""``lamps-jax`` command line: generate, demo and bench-engine.
+"""``lamps-jax`` command line.
 
 lamps-jax generate --model smollm2-135m --prompt "What is 2+2?" --chat
 lamps-jax demo                      # a few chat prompts served concurrently, with throughput
 lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
+lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
+lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
+lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
 """
 
 from __future__ import annotations
@@ -43,12 +46,26 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-num-seqs", type=int, default=32)
     p.add_argument("--max-num-batched-tokens", type=int, default=256, help="token budget per iteration")
     p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--policy", default="fcfs", help="fcfs, vllm, infercept, sjf, lamps or lamps_no_rank")
+    p.add_argument(
+        "--kv-strategy",
+        default="preserve",
+        choices=["preserve", "discard", "swap"],
+        help="KV strategy of API calls under the fcfs policy",
+    )
+    p.add_argument("--host-kv-pages", type=int, default=0, help="host pages for swapped KV (0 = no swapping)")
 
 
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         cache=CacheConfig(page_size=args.page_size, kv_memory_bytes=args.kv_memory_mib * 2**20),
-        scheduler=SchedulerConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens),
+        scheduler=SchedulerConfig(
+            policy=args.policy,
+            max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            kv_strategy=args.kv_strategy,
+            num_host_pages=args.host_kv_pages,
+        ),
         max_model_len=args.max_model_len,
         seed=args.seed,
     )
@@ -130,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     swap.add_argument("--repeats", type=int, default=5)
     swap.add_argument("--output", type=Path, default=Path("bench_results"))
 
+    sched = sub.add_parser("bench-scheduler", help="schedule() time with many waiting requests, per policy")
+    sched.add_argument("--waiting", default="100,1000,10000")
+    sched.add_argument("--iterations", type=int, default=50)
+    sched.add_argument("--output", type=Path, default=Path("bench_results"))
+
+    calib = sub.add_parser("calibrate", help="measure the cost model (iteration and swap times) on this device")
+    calib.add_argument("--model", default="tiny")
+    calib.add_argument("--output", type=Path, default=Path("cost_profile.json"))
+
     args = parser.parse_args(argv)
     _enable_compilation_cache()
     from lamps_jax.engine import InvalidRequestError
@@ -140,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             _run_prompts(args, args.prompt, args.chat)
         elif args.command == "demo":
             _run_prompts(args, list(DEMO_QUESTIONS), chat=True)
+        elif args.command == "bench-scheduler":
+            from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
+
+            run_scheduler_benchmark([int(n) for n in args.waiting.split(",")], args.iterations, args.output)
+        elif args.command == "calibrate":
+            from lamps_jax.bench.calibrate import calibrate
+
+            calibrate(args.model, args.output)
         elif args.command == "bench-swap":
             from lamps_jax.bench.swap_throughput import run_swap_benchmark
 

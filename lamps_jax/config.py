@@ -163,6 +163,11 @@ class SchedulerConfig:
     kv_strategy: str = "preserve"  # preserve | discard | swap: what a paused request's KV does
     max_swap_pages_per_step: int = 64  # swap budget: pages copied (out + in) per iteration
     num_host_pages: int = 0  # host pool capacity for swapped pages; when full, swap falls back to discard
+    cost_profile: str = "gptj-6b-a100"  # cost model the policies reason with: a built-in name or a JSON file
+    starvation_threshold: int = 100  # LAMPS: iterations passed over before a request goes to the front
+    resort_interval: int = 0  # LAMPS: re-score and re-sort the waiting queue every k iterations (0 = every one)
+    length_noise: float = 0.0  # relative error of the oracle-with-noise output-length predictor
+    predictor_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
@@ -171,6 +176,8 @@ class SchedulerConfig:
             raise ValueError(f"kv_strategy must be preserve, discard or swap, got {self.kv_strategy!r}")
         if self.max_swap_pages_per_step <= 0 or self.num_host_pages < 0:
             raise ValueError("max_swap_pages_per_step must be > 0 and num_host_pages >= 0")
+        if self.starvation_threshold < 1 or self.resort_interval < 0 or self.length_noise < 0:
+            raise ValueError("starvation_threshold must be >= 1, resort_interval and length_noise >= 0")
 
 
 @dataclass(frozen=True)

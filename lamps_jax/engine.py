@@ -53,7 +53,6 @@ class LLMEngine:
         self.runner = JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
-        self.kv_strategy = KVStrategy(self.config.scheduler.kv_strategy)
         self.triggers: list[Trigger] = [scripted_trigger]
         if self.config.tool_call_tags:
             self.triggers.append(ToolCallTrigger(*self.config.tool_call_tags))
@@ -114,7 +113,7 @@ class LLMEngine:
         request = self.scheduler.requests.get(req_id)
         if request is None or request.status is not RequestStatus.RUNNING:
             raise InvalidRequestError(f"request {req_id!r} is not running")
-        return self.scheduler.pause(request, ApiCall(name=name), self.kv_strategy)
+        return self.scheduler.pause(request, ApiCall(name=name))
 
     def resume_request(self, req_id: str, result: str | Sequence[int]) -> None:
         """Resumes a request paused by ``pause_request`` with the call's result (text or token ids)."""
@@ -147,7 +146,7 @@ class LLMEngine:
         for trigger in self.triggers:
             call = trigger(request, self._decode)
             if call is not None:
-                self.scheduler.pause(request, call, self.kv_strategy)
+                self.scheduler.pause(request, call)
                 self.api.submit(request.req_id, call)
                 return
         if request.script_done:

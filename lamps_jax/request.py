@@ -123,6 +123,9 @@ class Request:
     api_call: ApiCall | None = None  # the call in flight
     num_api_calls: int = 0
     result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
+    priority: float = 0.0  # the policy's waiting-queue key, smaller first (LAMPS score, SJF length)
+    planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
+    iterations_waited: int = 0  # iterations passed over in the waiting queue (starvation prevention)
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))

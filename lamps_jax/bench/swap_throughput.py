@@ -46,7 +46,8 @@ def _decode_batch(runner: JaxRunner, batch: int, context: int, first_page: int) 
         request = Request(str(i), [1] * context, SamplingParams(), 0.0, seed=0)
         request.output_token_ids.append(1)
         request.page_ids = list(range(first_page + i * pages_per_seq, first_page + (i + 1) * pages_per_seq))
-        chunks.append(ScheduledChunk(request, 1, context))
+        request.num_computed_tokens = context
+        chunks.append(ScheduledChunk.of(request, 1))
     return SchedulerOutput(chunks)
 
 

@@ -12,15 +12,16 @@ class ScheduledChunk:
     request: Request  # the runner reads tokens, pages and sampling params from it
     num_new_tokens: int  # tokens computed this step: a prefill/recompute chunk, or 1 for a decode
     num_computed_tokens: int  # tokens already in the cache; the chunk starts at this position
+    samples: bool  # the chunk reaches the last known token, so the step yields the next one
+
+    @classmethod
+    def of(cls, request: Request, num_new_tokens: int) -> ScheduledChunk:
+        computed = request.num_computed_tokens
+        return cls(request, num_new_tokens, computed, computed + num_new_tokens == request.num_tokens)
 
     @property
     def req_id(self) -> str:
         return self.request.req_id
-
-    @property
-    def samples(self) -> bool:
-        """True when the chunk reaches the last known token, so the step yields the next one."""
-        return self.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
 
 
 @dataclass(frozen=True)

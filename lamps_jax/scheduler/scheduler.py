@@ -24,6 +24,7 @@ from lamps_jax.clock import Clock
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.paged_kv.page_pool import PagePool
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
+from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 from lamps_jax.scheduler.policies import make_policy
 
@@ -38,8 +39,8 @@ class Scheduler:
         self.page_size = page_size
         self.max_model_len = max_model_len
         self.clock = clock
-        self.policy = make_policy(config.policy)
-        self.waiting: deque[Request] = deque()
+        self.policy = make_policy(config, load_cost_model(config.cost_profile))
+        self.waiting: list[Request] = []  # in the policy's admission order
         self.running: list[Request] = []
         self.paused: dict[str, Request] = {}  # API call in flight
         self.swap_out_queue: deque[Request] = deque()  # paused with Swap, copy not issued yet
@@ -51,7 +52,7 @@ class Scheduler:
         if request.req_id in self.requests:
             raise ValueError(f"request id {request.req_id!r} is already in use")
         self.requests[request.req_id] = request
-        self.waiting.append(request)
+        self.policy.enqueue(self, request, "arrival")
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
@@ -70,8 +71,9 @@ class Scheduler:
         return request
 
     # ---- API calls --------------------------------------------------------------------------
-    def pause(self, request: Request, call: ApiCall, strategy: KVStrategy) -> KVStrategy:
-        """Takes a running request out for an API call; returns the strategy actually used."""
+    def pause(self, request: Request, call: ApiCall) -> KVStrategy:
+        """Takes a running request out for an API call, with the policy's strategy; returns the one used."""
+        strategy = self.policy.strategy_for_call(request, call, self)
         self.running.remove(request)
         if strategy is KVStrategy.SWAP and not self._reserve_host_pages(request):
             strategy = KVStrategy.DISCARD
@@ -88,27 +90,32 @@ class Scheduler:
     def resume(self, req_id: str, token_ids: list[int]) -> None:
         """Appends an API result to a paused request and queues it to run again."""
         request = self.paused.pop(req_id)
+        now = self.clock.now()
+        self.policy.on_api_return(request, request.api_call, now - request.events[-1][1])
         request.output_token_ids.extend(token_ids)
         request.result_end = len(request.output_token_ids)
         request.api_call = None
-        now = self.clock.now()
         if request in self.swap_out_queue:  # returned before its copy was issued: still on the device
             self.swap_out_queue.remove(request)
             self._free_host_pages(request)
             request.strategy = KVStrategy.PRESERVE
-        if request.strategy is KVStrategy.PRESERVE:
+        if request.strategy is KVStrategy.PRESERVE and len(self.running) < self.config.max_num_seqs:
             self.running.append(request)
             request.set_status(RequestStatus.RUNNING, now)
+        elif request.strategy is KVStrategy.PRESERVE:  # no room: first in line, keeping its pages
+            self.waiting.insert(0, request)
+            request.set_status(RequestStatus.WAITING, now)
         elif request.strategy is KVStrategy.SWAP:
             self.swap_in_queue.append(request)
             request.set_status(RequestStatus.SWAPPED, now)
         else:
-            self.waiting.append(request)
             request.set_status(RequestStatus.WAITING, now)
+            self.policy.enqueue(self, request, "resume")
         request.strategy = None
 
     # ---- one iteration ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
+        self.policy.on_iteration(self)
         swap_out, swap_in = self._schedule_swaps()
         budget = self.config.max_num_batched_tokens
         scheduled: list[ScheduledChunk] = []
@@ -127,7 +134,7 @@ class Scheduler:
                     break
                 fits = self._grow_pages(request, request.num_computed_tokens + num_new)
             if fits:
-                scheduled.append(ScheduledChunk(request, num_new, request.num_computed_tokens))
+                scheduled.append(ScheduledChunk.of(request, num_new))
                 budget -= num_new
                 idx += 1
 
@@ -137,16 +144,26 @@ class Scheduler:
             if not self._grow_pages(request, request.num_computed_tokens + num_new):
                 break
             self.waiting.remove(request)
+            request.iterations_waited = 0
             self.running.append(request)
             request.set_status(RequestStatus.RUNNING, self.clock.now())
-            scheduled.append(ScheduledChunk(request, num_new, request.num_computed_tokens))
+            scheduled.append(ScheduledChunk.of(request, num_new))
             budget -= num_new
+        self.policy.after_admission(self)
         return SchedulerOutput(scheduled, preempted, swap_out, swap_in)
 
     def _schedule_swaps(self) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
         """Issues queued swap-outs, then swap-ins that fit, within the per-iteration page budget."""
         budget = self.config.max_swap_pages_per_step
         swap_out, swap_in = [], []
+        queued = sum(len(r.page_ids) for r in self.swap_out_queue)
+        for request in self.policy.swap_candidates(self):  # preserved requests the policy moves out now
+            if queued and queued + len(request.page_ids) > budget:
+                break
+            if self._reserve_host_pages(request):
+                request.strategy = KVStrategy.SWAP
+                self.swap_out_queue.append(request)
+                queued += len(request.page_ids)
         while self.swap_out_queue and self._fits_swap_budget(len(self.swap_out_queue[0].page_ids), budget):
             request = self.swap_out_queue.popleft()
             budget -= len(request.page_ids)
@@ -239,4 +256,4 @@ class Scheduler:
         self.running.remove(request)
         self._discard(request)
         request.set_status(RequestStatus.WAITING, self.clock.now())
-        self.waiting.appendleft(request)
+        self.policy.enqueue(self, request, "preempted")

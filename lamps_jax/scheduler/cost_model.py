@@ -1,0 +1,204 @@
+"""Device cost model: how long an engine iteration and a KV swap take, in seconds (pure Python).
+
+``CostModel`` holds the calibrated constants of f (iteration time from new and cached tokens) and
+g (one-way swap time from tokens copied); the waste equations and the LAMPS score read them.
+Built-in ``PROFILES`` reproduce the papers' GPU setups; ``calibrate`` (lamps_jax.bench) measures this
+device and writes the same JSON that ``load_cost_model`` reads. ``fit_linear`` and ``fit_plane``
+are the least-squares fits behind a calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_GB = 1e9  # the papers state memory and bandwidth in decimal GB
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Iteration time f = a·new_tokens + b·context_tokens + c (seconds); swap time g(t) = a_s·t + b_s one way.
+
+    ``new_tokens`` are the tokens an iteration computes (prefill chunks + one per decode);
+    ``context_tokens`` are the tokens already cached that those rows attend over (the sum of the
+    scheduled chunks' computed tokens).
+    """
+
+    name: str
+    iter_per_token: float  # a: seconds per token processed in the iteration
+    iter_per_context_token: float  # b: seconds per KV token read (decode is memory-bound); 0 in the papers' profiles
+    iter_base: float  # c: seconds per iteration
+    swap_per_token: float  # a_s: seconds per token of KV copied one way
+    swap_base: float  # b_s: seconds per swap, one way
+    token_budget: int  # B, tokens per iteration (the saturation point)
+    swap_budget_tokens: int | None  # per-iteration swap budget in tokens; None = unlimited
+    kv_bytes_per_token: int
+    kv_capacity_tokens: int | None = None  # KV memory of the profiled setup, in tokens, when known
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a cost model needs a name")
+        for field in ("iter_per_token", "iter_per_context_token", "iter_base", "swap_per_token", "swap_base"):
+            value = getattr(self, field)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"CostModel.{field} must be a finite number >= 0, got {value}")
+        for field in ("token_budget", "kv_bytes_per_token"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"CostModel.{field} must be >= 1, got {getattr(self, field)}")
+        if self.swap_budget_tokens is not None and self.swap_budget_tokens < 0:
+            raise ValueError(f"CostModel.swap_budget_tokens must be >= 0 or None, got {self.swap_budget_tokens}")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < 1:
+            raise ValueError(f"CostModel.kv_capacity_tokens must be >= 1 or None, got {self.kv_capacity_tokens}")
+
+    def iteration_time(self, num_tokens: int, context_tokens: int = 0) -> float:
+        """f: seconds of one iteration computing ``num_tokens`` over ``context_tokens`` cached ones."""
+        if num_tokens < 0 or context_tokens < 0:
+            raise ValueError(f"token counts must be >= 0, got {num_tokens} new and {context_tokens} cached")
+        return self.iter_per_token * num_tokens + self.iter_per_context_token * context_tokens + self.iter_base
+
+    def swap_time(self, num_tokens: int) -> float:
+        """g: seconds to copy ``num_tokens`` of KV one way (device to host or back); 0 for none."""
+        if num_tokens < 0:
+            raise ValueError(f"token count must be >= 0, got {num_tokens}")
+        return self.swap_per_token * num_tokens + self.swap_base if num_tokens else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CostModel:
+        """The inverse of ``to_dict``; a missing, unknown or mistyped field raises a ValueError naming it."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"cost model is missing field(s): {', '.join(missing)}")
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ValueError(f"cost model has unknown field(s): {', '.join(unknown)}; known: {', '.join(fields)}")
+        return cls(**{name: _parse_field(name, str(fields[name].type), value) for name, value in d.items()})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostModel:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of cost model fields")
+        return cls.from_dict(data)
+
+
+def _parse_field(name: str, annotation: str, value: Any) -> Any:
+    """Checks one JSON value against its field's annotation ("float", "int", "int | None", "str")."""
+    if value is None and "None" in annotation:
+        return None
+    kind = annotation.split(" | ")[0]
+    if kind == "str" and isinstance(value, str):
+        return value
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "float" and is_number:
+        return float(value)
+    if kind == "int" and is_number and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"cost model field {name!r} must be {annotation}, got {value!r}")
+
+
+def _gptj_6b_a100(name: str, per_token_ms: float, base_ms: float, swap_budget_tokens: int | None) -> CostModel:
+    """GPT-J-6B in fp16 on one A100 40 GB; the iteration constants differ between the two papers."""
+    kv_bytes = 28 * 2 * 4096 * 2  # layers x (K, V) x hidden x fp16 bytes = 458752
+    return CostModel(
+        name=name,
+        iter_per_token=per_token_ms * 1e-3,
+        iter_per_context_token=0.0,
+        iter_base=base_ms * 1e-3,
+        swap_per_token=kv_bytes / (25 * _GB),  # PCIe 4.0 x16 at ~25 GB/s effective
+        swap_base=0.0,  # the papers give no fixed per-swap cost
+        token_budget=384,
+        swap_budget_tokens=swap_budget_tokens,
+        kv_bytes_per_token=kv_bytes,
+        kv_capacity_tokens=int((40 * _GB - 12.1 * _GB) // kv_bytes),  # 40 GB card minus 12.1 GB of fp16 weights
+    )
+
+
+def _vicuna_13b_2xa100() -> CostModel:
+    """Vicuna-13B in fp16 over two A100 40 GB (tensor parallel): KV and swap bandwidth are split over both."""
+    kv_bytes = 40 * 2 * 5120 * 2  # layers x (K, V) x hidden x fp16 bytes = 819200
+    return CostModel(
+        name="vicuna-13b-2xa100",
+        iter_per_token=0.0279e-3,
+        iter_per_context_token=0.0,
+        iter_base=15.4e-3,
+        swap_per_token=kv_bytes / (2 * 25 * _GB),  # each GPU copies its half over its own PCIe 4.0 x16 link
+        swap_base=0.0,  # the papers give no fixed per-swap cost
+        token_budget=384,
+        swap_budget_tokens=111,
+        kv_bytes_per_token=kv_bytes,
+        kv_capacity_tokens=int((2 * 40 * _GB - 26 * _GB) // kv_bytes),  # two 40 GB cards minus 26 GB of weights
+    )
+
+
+PROFILES: dict[str, CostModel] = {
+    # INFERCEPT's profile: f(t) = 0.0463 ms·t + 10 ms; swap budget 0.00462·B + 108.99 = 111 tokens at B = 384.
+    "gptj-6b-a100": _gptj_6b_a100("gptj-6b-a100", 0.0463, 10.0, 111),
+    # LAMPS's profile of the same setup: f(t) = 0.0408 ms·t + 16.92 ms, swaps not budgeted.
+    "gptj-6b-a100-lamps": _gptj_6b_a100("gptj-6b-a100-lamps", 0.0408, 16.92, None),
+    "vicuna-13b-2xa100": _vicuna_13b_2xa100(),
+}
+
+
+def load_cost_model(name_or_path: str) -> CostModel:
+    """A built-in profile by name, or a cost model JSON file (as written by ``CostModel.save``)."""
+    if name_or_path in PROFILES:
+        return PROFILES[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return CostModel.load(path)
+    raise ValueError(
+        f"unknown cost model {name_or_path!r}: expected one of {', '.join(PROFILES)} or a cost model JSON file"
+    )
+
+
+def _r_squared(ys: Sequence[float], predicted: Sequence[float]) -> float:
+    """Coefficient of determination; 1.0 for a perfect fit of constant data."""
+    mean = statistics.fmean(ys)
+    ss_res = sum((y - p) ** 2 for y, p in zip(ys, predicted))
+    ss_tot = sum((y - mean) ** 2 for y in ys)
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+def fit_linear(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares y = slope·x + intercept; returns (slope, intercept, r2)."""
+    if len(xs) != len(ys):
+        raise ValueError(f"fit_linear needs as many xs as ys, got {len(xs)} and {len(ys)}")
+    if len(xs) < 2:
+        raise ValueError(f"fit_linear needs at least 2 points, got {len(xs)}")
+    if len(set(xs)) < 2:
+        raise ValueError("fit_linear needs at least 2 distinct x values")
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return slope, intercept, _r_squared(ys, [slope * x + intercept for x in xs])
+
+
+def fit_plane(rows: Sequence[tuple[float, float, float]]) -> tuple[float, float, float, float]:
+    """Least-squares f = a·x + b·y + c over (x, y, f) rows; returns (a, b, c, r2)."""
+    if len(rows) < 3:
+        raise ValueError(f"fit_plane needs at least 3 points, got {len(rows)}")
+    data = np.asarray(rows, dtype=np.float64)
+    design = np.column_stack([data[:, 0], data[:, 1], np.ones(len(data))])
+    coeffs, _, rank, _ = np.linalg.lstsq(design, data[:, 2], rcond=None)
+    if rank < 3:
+        raise ValueError("fit_plane needs points that span a plane: vary x and y independently")
+    a, b, c = (float(v) for v in coeffs)
+    return a, b, c, _r_squared(data[:, 2].tolist(), (design @ coeffs).tolist())

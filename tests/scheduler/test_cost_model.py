@@ -1,0 +1,141 @@
+"""Cost model: f and g on hand-checked values, the papers' profiles, JSON round trips, the fits."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from lamps_jax.scheduler.cost_model import PROFILES, CostModel, fit_linear, fit_plane, load_cost_model
+
+
+def make_cost(**overrides) -> CostModel:
+    fields = {
+        "name": "test",
+        "iter_per_token": 0.001,
+        "iter_per_context_token": 0.0001,
+        "iter_base": 0.01,
+        "swap_per_token": 0.002,
+        "swap_base": 0.001,
+        "token_budget": 4,
+        "swap_budget_tokens": None,
+        "kv_bytes_per_token": 1,
+    }
+    return CostModel(**(fields | overrides))
+
+
+def test_iteration_and_swap_time() -> None:
+    cost = make_cost()
+    assert cost.iteration_time(4) == pytest.approx(0.014)  # 0.001·4 + 0.01
+    assert cost.iteration_time(4, 100) == pytest.approx(0.024)  # 0.004 + 0.0001·100 + 0.01
+    assert cost.swap_time(10) == pytest.approx(0.021)  # 0.002·10 + 0.001
+    assert cost.swap_time(0) == 0.0
+    with pytest.raises(ValueError, match="token count"):
+        cost.swap_time(-1)
+
+
+def test_invalid_fields_are_rejected() -> None:
+    with pytest.raises(ValueError, match="iter_base"):
+        make_cost(iter_base=-0.1)
+    with pytest.raises(ValueError, match="token_budget"):
+        make_cost(token_budget=0)
+    with pytest.raises(ValueError, match="swap_budget_tokens"):
+        make_cost(swap_budget_tokens=-1)
+    with pytest.raises(ValueError, match="swap_per_token"):
+        make_cost(swap_per_token=float("nan"))
+
+
+def test_profiles_follow_the_papers() -> None:
+    gptj = PROFILES["gptj-6b-a100"]
+    assert gptj.kv_bytes_per_token == 458752  # 28 layers x 2 x 4096 x 2 bytes
+    assert gptj.kv_capacity_tokens == 60817  # 27.9e9 / 458752 = 60817.3
+    assert gptj.swap_per_token == pytest.approx(1.835008e-5)  # 458752 / 25e9
+    assert gptj.iteration_time(384) == pytest.approx(0.0277792)  # 0.0463 ms·384 + 10 ms
+    assert gptj.swap_budget_tokens == 111
+    lamps = PROFILES["gptj-6b-a100-lamps"]
+    assert lamps.iteration_time(100) == pytest.approx(0.02100)  # 0.0408 ms·100 + 16.92 ms
+    assert lamps.swap_budget_tokens is None
+    vicuna = PROFILES["vicuna-13b-2xa100"]
+    assert vicuna.kv_bytes_per_token == 819200  # 40 layers x 2 x 5120 x 2 bytes
+    assert vicuna.kv_capacity_tokens == 65917  # 54e9 / 819200 = 65917.97
+    assert vicuna.swap_per_token == pytest.approx(1.6384e-5)  # 819200 / 50e9
+    assert all(name == profile.name for name, profile in PROFILES.items())
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_profile_json_round_trip(name: str, tmp_path) -> None:
+    path = tmp_path / f"{name}.json"
+    PROFILES[name].save(path)
+    assert CostModel.load(path) == PROFILES[name]
+    assert load_cost_model(str(path)) == PROFILES[name]
+    assert load_cost_model(name) is PROFILES[name]
+
+
+def test_from_dict_names_the_bad_field() -> None:
+    good = make_cost().to_dict()
+    del good["kv_capacity_tokens"]  # optional
+    assert CostModel.from_dict(good) == make_cost()
+    with pytest.raises(ValueError, match=r"missing field.*token_budget"):
+        CostModel.from_dict({k: v for k, v in good.items() if k != "token_budget"})
+    with pytest.raises(ValueError, match="'token_budget'"):
+        CostModel.from_dict(good | {"token_budget": "many"})
+    with pytest.raises(ValueError, match="'token_budget'"):
+        CostModel.from_dict(good | {"token_budget": 3.5})
+    with pytest.raises(ValueError, match="'iter_base'"):
+        CostModel.from_dict(good | {"iter_base": True})
+    with pytest.raises(ValueError, match=r"unknown field.*speed"):
+        CostModel.from_dict(good | {"speed": 1})
+
+
+def test_load_cost_model_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"gptj-6b-a100.*vicuna-13b-2xa100"):
+        load_cost_model("no-such-profile")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_cost_model(str(bad))
+    listed = tmp_path / "list.json"
+    listed.write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="JSON object"):
+        load_cost_model(str(listed))
+
+
+def test_fit_linear_recovers_a_line() -> None:
+    slope, intercept, r2 = fit_linear(list(range(10)), [3 * x + 2 for x in range(10)])
+    assert (slope, intercept, r2) == pytest.approx((3, 2, 1))
+    with pytest.raises(ValueError, match="at least 2 points"):
+        fit_linear([1], [1])
+    with pytest.raises(ValueError, match="as many"):
+        fit_linear([1, 2], [1])
+    with pytest.raises(ValueError, match="distinct"):
+        fit_linear([1, 1, 1], [1, 2, 3])
+
+
+def test_fit_plane_recovers_a_plane() -> None:
+    rows = [(x, y, 2 * x + 0.5 * y + 1) for x in (1, 2, 4, 8) for y in (0, 10, 100)]
+    assert fit_plane(rows) == pytest.approx((2, 0.5, 1, 1))
+    rng = random.Random(0)
+    noisy = [(x, y, f + rng.gauss(0, 0.5)) for x, y, f in rows]
+    a, b, _, r2 = fit_plane(noisy)
+    assert a == pytest.approx(2, abs=0.3) and b == pytest.approx(0.5, abs=0.05)
+    assert 0.95 < r2 < 1
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_plane(rows[:2])
+    with pytest.raises(ValueError, match="span a plane"):
+        fit_plane([(x, 2 * x, x) for x in range(5)])
+
+
+def test_calibrate_smoke_on_tiny(tmp_path) -> None:
+    """The whole calibration on the tiny preset (about 30 s on a CPU, mostly compiling the engine)."""
+    from lamps_jax.bench.calibrate import calibrate
+
+    output = tmp_path / "tiny.json"
+    cost, report = calibrate("tiny", output, repeats=1)
+    assert cost.name == "calibrated-tiny-cpu"
+    assert cost.kv_bytes_per_token == 4096  # 2 x 4 layers x 2 KV heads x 64 x 4 bytes
+    assert cost.iter_per_token > 0 and cost.iteration_time(256) > cost.iteration_time(1)
+    assert report["iteration_fit"]["r2"] > 0.5
+    assert len(report["swap_points"]) == 7
+    assert load_cost_model(str(output)) == cost
+    assert json.loads((tmp_path / "tiny.report.json").read_text())["cost_model"] == cost.to_dict()
