@@ -4,8 +4,9 @@ At arrival and at every resume the request's next call is forecast (pre-API leng
 predictor, API time from the per-type mean), the cheapest strategy is fixed for that call, and the
 request's score is the predicted memory-time area under that strategy (``waste.memory_time_score``).
 Waiting requests are admitted in ascending score; one passed over for ``starvation_threshold``
-iterations goes to the front. Scores are cached per segment; the whole queue is re-scored and
-re-sorted every ``resort_interval`` iterations (0 = every iteration), with ordered insertion between.
+iterations goes to the front. Scores are computed once per segment (arrival, resume) and cached;
+the queue is fully re-sorted every ``resort_interval`` iterations (0 = every iteration), which is
+also when starved requests move up, with ordered insertion in between.
 ``lamps_no_rank`` keeps the strategies and admits in arrival order (the paper's ablation).
 """
 
@@ -33,7 +34,8 @@ class LampsPolicy(Policy):
         self.iteration = 0
 
     def _sort_key(self, request: Request) -> tuple[bool, float]:
-        return (request.iterations_waited < self.config.starvation_threshold, request.priority)
+        rank = request.priority if self.rank else request.arrival_time
+        return (request.iterations_waited < self.config.starvation_threshold, rank)
 
     def plan(self, request: Request, scheduler) -> None:
         """Forecasts the request's next call, fixes its strategy and caches its score."""
@@ -63,24 +65,17 @@ class LampsPolicy(Policy):
     def enqueue(self, scheduler, request: Request, reason: str) -> None:
         if reason != "preempted":
             self.plan(request, scheduler)
-        if reason == "preempted" or not self.rank:
+        if reason == "preempted":
             super().enqueue(scheduler, request, reason)
         else:
             bisect.insort(scheduler.waiting, request, key=self._sort_key)
 
     def on_iteration(self, scheduler) -> None:
+        """Every ``resort_interval`` iterations (0: every one), a full sort by cached score, starved first."""
         self.iteration += 1
-        waiting = scheduler.waiting
         interval = self.config.resort_interval
-        if self.rank and (interval == 0 or self.iteration % interval == 0):
-            for request in waiting:
-                self.plan(request, scheduler)
-        if self.rank:
-            waiting.sort(key=self._sort_key)  # near-sorted: linear time unless scores changed
-        else:
-            starved = [r for r in waiting if r.iterations_waited >= self.config.starvation_threshold]
-            if starved:
-                waiting[:] = starved + [r for r in waiting if r.iterations_waited < self.config.starvation_threshold]
+        if interval == 0 or self.iteration % interval == 0:
+            scheduler.waiting.sort(key=self._sort_key)
 
     def after_admission(self, scheduler) -> None:
         for request in scheduler.waiting:
