@@ -6,6 +6,8 @@ lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, 
 lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
 lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
 lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
+lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated at paper scale
+lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
 """
 
 from __future__ import annotations
@@ -152,6 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     sched.add_argument("--iterations", type=int, default=50)
     sched.add_argument("--output", type=Path, default=Path("bench_results"))
 
+    compare = sub.add_parser("bench", help="policies side by side on a trace (simulated, or real on a model)")
+    compare.add_argument("--mode", choices=["sim", "real"], default="sim")
+    compare.add_argument("--trace", action="append", help="multi, one or a trace file (repeatable)")
+    compare.add_argument("--rates", default="3,4,5,6", help="request rates (req/s)")
+    compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank")
+    compare.add_argument("--window", type=float, default=1800.0, help="arrival window in seconds (sim)")
+    compare.add_argument("--profile", default="gptj-6b-a100", help="cost profile name or JSON file (sim)")
+    compare.add_argument("--length-noise", type=float, default=0.0)
+    compare.add_argument("--starvation-threshold", type=int, default=100)
+    compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
+    compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--output", type=Path, default=Path("bench_results"))
+
     calib = sub.add_parser("calibrate", help="measure the cost model (iteration and swap times) on this device")
     calib.add_argument("--model", default="tiny")
     calib.add_argument("--output", type=Path, default=Path("cost_profile.json"))
@@ -166,6 +182,33 @@ def main(argv: list[str] | None = None) -> int:
             _run_prompts(args, args.prompt, args.chat)
         elif args.command == "demo":
             _run_prompts(args, list(DEMO_QUESTIONS), chat=True)
+        elif args.command == "bench":
+            from lamps_jax.bench.comparison import real_comparison, simulate_comparison
+
+            rates = [float(r) for r in args.rates.split(",")]
+            policies = args.policies.split(",")
+            if args.mode == "sim":
+                simulate_comparison(
+                    args.trace or ["multi", "one"],
+                    rates,
+                    policies,
+                    args.window,
+                    args.profile,
+                    args.length_noise,
+                    args.starvation_threshold,
+                    args.seed,
+                    args.output,
+                )
+            else:
+                real_comparison(
+                    args.model,
+                    (args.trace or ["multi"])[0],
+                    args.num_requests,
+                    rates[0],
+                    policies,
+                    seed=args.seed,
+                    output_dir=args.output,
+                )
         elif args.command == "bench-scheduler":
             from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
-import time
 from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -39,7 +38,10 @@ class InvalidRequestError(ValueError):
 
 
 class LLMEngine:
-    def __init__(self, model: LoadedModel, config: EngineConfig | None = None, clock: Clock | None = None):
+    """The serving loop. ``runner`` defaults to a ``JaxRunner`` over the model's params; the simulator
+    passes a ``SimRunner`` (and a virtual clock) instead, with a model that has no params."""
+
+    def __init__(self, model: LoadedModel, config: EngineConfig | None = None, clock: Clock | None = None, runner=None):
         self.config = config or EngineConfig()
         self.model_config = model.config
         self.tokenizer = model.tokenizer
@@ -50,7 +52,7 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.config.scheduler, self.page_pool, self.config.cache.page_size, self.max_model_len, self.clock
         )
-        self.runner = JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
+        self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
         self.triggers: list[Trigger] = [scripted_trigger]
@@ -71,6 +73,7 @@ class LLMEngine:
         sampling_params: SamplingParams | None = None,
         req_id: str | None = None,
         segments: Sequence[Segment] = (),
+        arrival_time: float | None = None,
     ) -> str:
         """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``)."""
         params = sampling_params or SamplingParams()
@@ -87,7 +90,7 @@ class LLMEngine:
             req_id=req_id if req_id is not None else str(next(self._next_id)),
             prompt_token_ids=token_ids,
             sampling_params=params,
-            arrival_time=self.clock.now(),
+            arrival_time=self.clock.now() if arrival_time is None else arrival_time,
             seed=params.seed if params.seed is not None else self._seeds.getrandbits(31),
             eos_token_ids=self.model_config.eos_token_ids,
             prompt=text,
@@ -129,7 +132,6 @@ class LLMEngine:
             self._on_api_result(result)
         sched_out = self.scheduler.schedule()
         if sched_out.is_empty:
-            self._wait_for_api()
             return self._drain_finished()
         runner_out = self.runner.execute(sched_out)
         self._finished += self.scheduler.update(sched_out, runner_out)
@@ -176,12 +178,14 @@ class LLMEngine:
             return
         self.scheduler.resume(request.req_id, tokens)
 
-    def _wait_for_api(self) -> None:
-        """Nothing can run until an API call returns: sleep until the next one may (at most 10 ms)."""
-        if not self.api.num_pending:
+    def wait_for_work(self, until: float | None = None) -> None:
+        """When nothing can run until an API call returns, lets the clock pass to that moment (or ``until``)."""
+        s = self.scheduler
+        if s.running or s.waiting or s.swap_in_queue or s.swap_out_queue or self._finished:
             return
-        deadline = self.api.next_deadline()
-        time.sleep(max(0.0, min(0.01, deadline - self.clock.now())))
+        deadlines = [t for t in (self.api.next_deadline(), until) if t is not None]
+        if deadlines:
+            self.clock.wait_until(min(deadlines))
 
     def _finish(self, req_id: str, status: RequestStatus) -> Request | None:
         """Ends a request everywhere: scheduler (pages), API executor (its call) and runner (host copy)."""
@@ -267,6 +271,7 @@ class LLMEngine:
             else request.first_token_time - request.arrival_time,
             latency=None if end is None else end - request.arrival_time,
             num_api_calls=request.num_api_calls,
+            num_generated_tokens=request.num_generated_tokens,
             timeline=tuple((status.value, t) for status, t in request.events),
         )
 
@@ -301,6 +306,7 @@ class LLM:
                 for out in self.engine.step():
                     outputs[out.req_id] = out
                     bar.update(1)
+                self.engine.wait_for_work()
         return [outputs[r] for r in req_ids]
 
     def chat(

@@ -192,4 +192,5 @@ class RequestOutput:
     time_to_first_token: float | None = None  # seconds from arrival
     latency: float | None = None  # seconds from arrival to finish
     num_api_calls: int = 0
+    num_generated_tokens: int = 0  # token_ids minus API results
     timeline: tuple[tuple[str, float], ...] = ()  # (status, clock time) of every transition

@@ -1,20 +1,27 @@
 """Chooses the paged-attention implementation: ``auto``, ``reference`` or ``pallas``.
 
 Every implementation has the signature of ``reference.paged_attention`` and reads the same KV
-layout: per layer ``[K, P, S, H]`` K and V page arrays, page 0 the padding page, page tables
-``[R, W]`` with W a multiple of the pages-per-block. ``auto`` picks the Pallas kernel of the
-default backend (TPU or GPU) and the pure-jnp reference elsewhere (CPU).
+layout: per layer ``[K, P, S, H]`` K and V page arrays (kv head, page, slot in page, head dim),
+page 0 the padding page that padded page-table slots and padding tokens point at, page tables
+``[R, W]`` with W a multiple of the pages-per-block. ``pallas`` is the Mosaic kernel
+(``tpu/paged_attention.py``) on TPU, the Triton kernel (``gpu/paged_attention.py``) on GPU, and on
+CPU that Triton kernel run by the Pallas interpreter, unsplit: slow, for end-to-end checks.
+``auto`` picks ``pallas`` on TPU/GPU and the pure-jnp reference elsewhere (CPU).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
 
 from lamps_jax.pallas_kernels import reference
+from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
+from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
 
 ATTENTION_IMPLS = ("auto", "reference", "pallas")
+GPU_BACKENDS = ("gpu", "cuda", "rocm")
 
 
 def resolve_attention_impl(impl: str, backend: str | None = None) -> str:
@@ -23,11 +30,18 @@ def resolve_attention_impl(impl: str, backend: str | None = None) -> str:
         raise ValueError(f"unknown attention_impl {impl!r}; choose one of {ATTENTION_IMPLS}")
     if impl != "auto":
         return impl
-    return "pallas" if (backend or jax.default_backend()) in ("tpu", "gpu", "cuda", "rocm") else "reference"
+    return "pallas" if (backend or jax.default_backend()) in ("tpu", *GPU_BACKENDS) else "reference"
 
 
-def paged_attention_fn(impl: str) -> Callable:
-    """The paged-attention function for a resolved implementation name."""
+def paged_attention_fn(impl: str, backend: str | None = None) -> Callable:
+    """The paged-attention function for a resolved implementation name on ``backend`` (default: JAX's)."""
+    backend = backend or jax.default_backend()
     if impl == "reference":
         return reference.paged_attention
-    raise ValueError(f"attention_impl {impl!r} is not available on backend {jax.default_backend()!r}")
+    if impl == "pallas" and backend == "tpu":
+        return tpu_kernel.paged_attention
+    if impl == "pallas" and backend in GPU_BACKENDS:
+        return gpu_kernel.paged_attention
+    if impl == "pallas" and backend == "cpu":
+        return functools.partial(gpu_kernel.paged_attention, interpret=True, num_splits=1)
+    raise ValueError(f"attention_impl {impl!r} is not available on backend {backend!r}")

@@ -18,7 +18,7 @@ called with the runner's output exactly once. The scheduler owns the device and 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 from lamps_jax.clock import Clock
 from lamps_jax.config import SchedulerConfig
@@ -46,6 +46,7 @@ class Scheduler:
         self.swap_out_queue: deque[Request] = deque()  # paused with Swap, copy not issued yet
         self.swap_in_queue: deque[Request] = deque()  # call returned, pages on the host
         self.requests: dict[str, Request] = {}
+        self.strategy_counts: Counter[str] = Counter()  # per API call: the strategy used (and later swaps)
 
     # ---- queue management -------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -82,6 +83,7 @@ class Scheduler:
         elif strategy is KVStrategy.SWAP:
             self.swap_out_queue.append(request)
         request.strategy, request.api_call = strategy, call  # both cleared on resume
+        self.strategy_counts[strategy.value] += 1
         request.num_api_calls += 1
         self.paused[request.req_id] = request
         request.set_status(RequestStatus.PAUSED_API, self.clock.now())
@@ -163,6 +165,7 @@ class Scheduler:
             if self._reserve_host_pages(request):
                 request.strategy = KVStrategy.SWAP
                 self.swap_out_queue.append(request)
+                self.strategy_counts["preserve->swap"] += 1
                 queued += len(request.page_ids)
         while self.swap_out_queue and self._fits_swap_budget(len(self.swap_out_queue[0].page_ids), budget):
             request = self.swap_out_queue.popleft()

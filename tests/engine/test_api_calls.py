@@ -33,6 +33,7 @@ def drain(engine: LLMEngine, max_seconds: float = 60.0) -> dict:
         assert time.monotonic() < deadline, "the engine did not finish its requests"
         outputs.update({o.req_id: o for o in engine.step()})
         engine.page_pool.check_invariants()
+        engine.wait_for_work()
     return outputs
 
 
@@ -160,6 +161,7 @@ def test_random_calls_failures_timeouts_and_aborts_leak_nothing(tiny_model, stra
             break
         outputs.update({o.req_id: o for o in engine.step()})
         engine.page_pool.check_invariants()
+        engine.wait_for_work()
         if rng.random() < 0.15:
             live = list(engine.scheduler.requests.values())
             # Prefer a place no abort has hit yet, so every state (waiting, running, mid-call, swapped) is covered.
@@ -235,7 +237,8 @@ def test_external_pause_and_resume(tiny_model, strategy: str) -> None:
     used = engine.pause_request(req_id)
     assert used.value == strategy
     for _ in range(3):
-        assert engine.step() == []
+        assert engine.step() == []  # paused by the caller: nothing to run, nothing to wait for
+        engine.wait_for_work()
     engine.resume_request(req_id, [50, 51, 52])
     out = drain(engine)[req_id]
     first = dense_greedy(tiny_model, prompt, 3)
