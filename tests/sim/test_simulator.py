@@ -16,8 +16,14 @@ from lamps_jax.workload.spec import WorkloadRequest
 COST = load_cost_model("gptj-6b-a100")
 
 
-def request(req_id: str, prompt: int, decode: int, call: tuple[str, float, int] | None = None,
-            after: int = 0, arrival: float = 0.0) -> WorkloadRequest:
+def request(
+    req_id: str,
+    prompt: int,
+    decode: int,
+    call: tuple[str, float, int] | None = None,
+    after: int = 0,
+    arrival: float = 0.0,
+) -> WorkloadRequest:
     if call is None:
         return WorkloadRequest(req_id, (), prompt, (Segment(decode),), arrival)
     name, duration, returned = call
@@ -64,6 +70,10 @@ def test_memory_ranking_beats_fcfs_when_a_big_request_blocks_the_queue() -> None
     assert e2e["sjf"] < 0.5 * e2e["vllm"]
 
 
+def latencies(result, prefix: str) -> list[float]:
+    return [o.latency for o in result.outputs if o.req_id.startswith(prefix)]
+
+
 def test_lamps_discards_long_calls_and_frees_memory_for_others() -> None:
     """Long human-reply calls: holding their KV (preserve) blocks new requests; LAMPS does not."""
     chats = [request(f"c{i}", 400, 10, ("chat", 30.0, 20), after=10, arrival=0.0) for i in range(8)]
@@ -71,11 +81,13 @@ def test_lamps_discards_long_calls_and_frees_memory_for_others() -> None:
     fcfs_preserve = simulate("fcfs", chats + later, capacity=3400, kv_strategy="preserve")
     lamps = simulate("lamps", chats + later, capacity=3400)
     assert lamps.strategy_counts.get("discard", 0) + lamps.strategy_counts.get("swap", 0) == 8
-    late = lambda r: [o.latency for o in r.outputs if o.req_id.startswith("n")]  # noqa: E731
-    assert max(late(lamps)) < min(late(fcfs_preserve))
+    assert max(latencies(lamps, "n")) < min(latencies(fcfs_preserve, "n"))
 
 
 def test_virtual_time_jumps_over_idle_gaps() -> None:
-    workload = [request("a", 10, 5, ("qa", 100.0, 3), after=5), dataclasses.replace(request("b", 10, 5), arrival_time=500.0)]
+    workload = [
+        request("a", 10, 5, ("qa", 100.0, 3), after=5),
+        dataclasses.replace(request("b", 10, 5), arrival_time=500.0),
+    ]
     result = simulate("vllm", workload)
     assert result.duration >= 500.0 and result.iterations < 100
