@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo reproduce test bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,14 @@ $(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The main job: a slice of the real multi-API trace served by SmolLM2 under vllm, infercept and lamps.
 demo: $(VENV)/.run-deps
-	$(BIN)/lamps-jax demo
+	$(BIN)/lamps-jax bench --mode real --model smollm2-135m --trace multi --rates 2 \
+		--policies vllm,infercept,lamps --num-requests 12 --output bench_results/demo
+
+# The paper-scale comparison on the simulator (GPT-J-6B / A100 cost profile), both traces.
+reproduce: $(VENV)/.run-deps
+	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 1800 --output docs/results
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest

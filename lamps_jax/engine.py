@@ -61,6 +61,7 @@ class LLMEngine:
         self._seeds = random.Random(self.config.seed)
         self._next_id = itertools.count()
         self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
+        self._idle = False  # the last step had nothing to run
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig | None = None, dtype: str = "float32", seed: int = 0):
@@ -131,6 +132,7 @@ class LLMEngine:
         for result in self.api.poll():
             self._on_api_result(result)
         sched_out = self.scheduler.schedule()
+        self._idle = sched_out.is_empty
         if sched_out.is_empty:
             return self._drain_finished()
         runner_out = self.runner.execute(sched_out)
@@ -179,9 +181,8 @@ class LLMEngine:
         self.scheduler.resume(request.req_id, tokens)
 
     def wait_for_work(self, until: float | None = None) -> None:
-        """When nothing can run until an API call returns, lets the clock pass to that moment (or ``until``)."""
-        s = self.scheduler
-        if s.running or s.waiting or s.swap_in_queue or s.swap_out_queue or self._finished:
+        """After a step that could run nothing, lets the clock pass to the next API return (or ``until``)."""
+        if not self._idle or self._finished:
             return
         deadlines = [t for t in (self.api.next_deadline(), until) if t is not None]
         if deadlines:
