@@ -18,16 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
-
-DEMO_QUESTIONS = (
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in one sentence why the sky is blue.",
-    "Give me three tips for learning Python.",
-    "What is 12 times 7?",
-    "Name a famous physicist and what they discovered.",
-)
 
 
 def _enable_compilation_cache() -> None:
@@ -181,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             _run_prompts(args, args.prompt, args.chat)
         elif args.command == "demo":
-            _run_prompts(args, list(DEMO_QUESTIONS), chat=True)
+            _run_prompts(args, list(QUESTIONS[:6]), chat=True)
         elif args.command == "bench":
             from lamps_jax.bench.comparison import real_comparison, simulate_comparison
 

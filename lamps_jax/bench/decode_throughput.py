@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import LoadedModel, load_model
@@ -34,40 +35,6 @@ from lamps_jax.request import SamplingParams
 
 MAX_MODEL_LEN = 512
 PAGE_SIZE = 16
-QUESTIONS = (
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain in one sentence why the sky is blue.",
-    "Give me three tips for learning Python.",
-    "What is 12 times 7?",
-    "Name a famous physicist and what they discovered.",
-    "How many legs does a spider have?",
-    "What is the boiling point of water in Fahrenheit?",
-    "Suggest a name for a pet goldfish.",
-    "Why do leaves change color in autumn?",
-    "What is a prime number?",
-    "Translate 'good morning' into Spanish.",
-    "Describe a cat in five words.",
-    "What does a compiler do?",
-    "Who wrote Romeo and Juliet?",
-    "How far is the Moon from the Earth?",
-    "What is the largest ocean on Earth?",
-    "Give an example of a renewable energy source.",
-    "What is the square root of 81?",
-    "Write a short slogan for a bakery.",
-    "What is photosynthesis?",
-    "Name three primary colors.",
-    "How do bees make honey?",
-    "What is the difference between weather and climate?",
-    "Recommend a book for a long train ride.",
-    "What is the freezing point of water in Celsius?",
-    "Why is exercise good for you?",
-    "What language is spoken in Brazil?",
-    "Explain what a neural network is in one sentence.",
-    "How many days are in a leap year?",
-    "What is the tallest mountain in the world?",
-    "Give me a fun fact about octopuses.",
-)
 
 
 @dataclass(frozen=True)

@@ -8,21 +8,12 @@ import random
 import pytest
 
 from lamps_jax.scheduler.cost_model import PROFILES, CostModel, fit_linear, fit_plane, load_cost_model
+from tests.scheduler.test_waste import make_cost as make_waste_cost
 
 
 def make_cost(**overrides) -> CostModel:
-    fields = {
-        "name": "test",
-        "iter_per_token": 0.001,
-        "iter_per_context_token": 0.0001,
-        "iter_base": 0.01,
-        "swap_per_token": 0.002,
-        "swap_base": 0.001,
-        "token_budget": 4,
-        "swap_budget_tokens": None,
-        "kv_bytes_per_token": 1,
-    }
-    return CostModel(**(fields | overrides))
+    """The waste tests' model plus a context term of 0.0001 s per cached token."""
+    return make_waste_cost(**({"iter_per_context_token": 0.0001} | overrides))
 
 
 def test_iteration_and_swap_time() -> None:
