@@ -160,17 +160,15 @@ class LLMEngine:
         request = self.scheduler.paused.get(result.req_id)
         if request is None:  # aborted meanwhile
             return
-        if result.error is not None:
-            if self.config.api_error_policy == "abort":
-                request.error = result.error
-                self._finish_in_step(request.req_id, RequestStatus.FINISHED_ERROR)
-                return
-            tokens = self._tokenize(f"error: {result.error}")
-        elif result.text is not None:
-            tokens = self._tokenize(result.text)
+        text = result.text if result.error is None else f"error: {result.error}"
+        if result.error is not None and self.config.api_error_policy == "abort":
+            request.error = result.error
+        elif text is not None and self.tokenizer is None:
+            request.error = f"API call {result.call.name!r} answered text, but this model has no tokenizer"
         else:
-            tokens = list(result.token_ids)
-        self._resume(request, tokens)
+            self._resume(request, list(result.token_ids) if text is None else self._tokenize(text))
+            return
+        self._finish_in_step(request.req_id, RequestStatus.FINISHED_ERROR)
 
     def _resume(self, request: Request, tokens: list[int]) -> None:
         context = request.num_tokens + len(tokens) + 1  # room for at least one more generated token
