@@ -13,7 +13,6 @@ import dataclasses
 from pathlib import Path
 
 from rich.console import Console
-from rich.markdown import Markdown
 
 from lamps_jax.bench.harness import RunResult, run_workload
 from lamps_jax.bench.report import improvement_table, markdown_table, plot_latency_vs_rate, plot_run_details, write_rows
@@ -130,9 +129,8 @@ def real_comparison(
 
 
 def _report(rows: list[dict], output_dir: Path | None, stem: str) -> None:
-    console = Console()
-    console.print(Markdown(markdown_table(rows)))
-    console.print(Markdown(improvement_table(rows)))
+    print(markdown_table(rows))  # plain Markdown: readable at any terminal width, and pasteable
+    print(improvement_table(rows))
     if output_dir is not None:
         write_rows(rows, output_dir, stem)
         if len({r["rate"] for r in rows}) > 1:
