@@ -37,7 +37,10 @@ def num_compilations() -> int:
     return _num_traces
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "pages_per_block", "attention_impl"), donate_argnums=(1, 2))
+_STATIC_ARGS = ("cfg", "pages_per_block", "attention_impl", "platform")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC_ARGS, donate_argnums=(1, 2))
 def _step(
     params,
     k,
@@ -48,10 +51,12 @@ def _step(
     cfg: ModelConfig,
     pages_per_block: int,
     attention_impl: str,
+    platform: str,
 ):
     global _num_traces
     _num_traces += 1  # runs only while tracing, i.e. once per compiled shape
-    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, paged_attention_fn(attention_impl))
+    attention = paged_attention_fn(attention_impl, platform)  # the kernel for the runner's device
+    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention)
     return sample(logits, sampling), k, v
 
 
@@ -101,7 +106,12 @@ class JaxRunner:
 
     @property
     def _static_args(self) -> dict:
-        return {"cfg": self.model_cfg, "pages_per_block": self.pages_per_block, "attention_impl": self.attention_impl}
+        return {
+            "cfg": self.model_cfg,
+            "pages_per_block": self.pages_per_block,
+            "attention_impl": self.attention_impl,
+            "platform": self.device.platform,
+        }
 
     # ---- warm-up ----------------------------------------------------------------------------
     def warmup(self) -> None:
