@@ -7,6 +7,7 @@ lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step ove
 lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
 lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
 lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated at paper scale
+lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4,0.6 --seeds 0,1,2   # a sweep
 lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
 """
 
@@ -114,6 +115,14 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     console.print(f"generated {num_tokens} tokens in {elapsed:.2f} s: [bold]{num_tokens / elapsed:.1f} tokens/s[/bold]")
 
 
+def _floats(text: str) -> list[float]:
+    """A comma-separated list of numbers (empty text: an empty list)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lamps-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,11 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank")
     compare.add_argument("--window", type=float, default=1800.0, help="arrival window in seconds (sim)")
     compare.add_argument("--profile", default="gptj-6b-a100", help="cost profile name or JSON file (sim)")
-    compare.add_argument("--length-noise", type=float, default=0.0)
-    compare.add_argument("--starvation-threshold", type=int, default=100)
+    compare.add_argument("--length-noise", default="0", help="relative noise of predicted lengths (list: a sweep)")
+    compare.add_argument("--starvation-threshold", default="100", help="LAMPS starvation threshold (list: a sweep)")
+    compare.add_argument("--kv-tokens", default="", help="KV memory in tokens (list: a sweep); default: the profile's")
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
-    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± sd")
+    compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
     compare.add_argument("--output", type=Path, default=Path("bench_results"))
 
     calib = sub.add_parser("calibrate", help="measure the cost model (iteration and swap times) on this device")
@@ -177,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from lamps_jax.bench.comparison import real_comparison, simulate_comparison
 
-            rates = [float(r) for r in args.rates.split(",")]
+            rates = _floats(args.rates)
             policies = args.policies.split(",")
+            seeds = [int(v) for v in _floats(args.seeds)]
             if args.mode == "sim":
                 simulate_comparison(
                     args.trace or ["multi", "one"],
@@ -186,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                     policies,
                     args.window,
                     args.profile,
-                    args.length_noise,
-                    args.starvation_threshold,
-                    args.seed,
-                    args.output,
+                    length_noises=_floats(args.length_noise),
+                    starvation_thresholds=[int(v) for v in _floats(args.starvation_threshold)],
+                    kv_capacities=[int(v) for v in _floats(args.kv_tokens)] or [None],
+                    seeds=seeds,
+                    jobs=args.jobs,
+                    output_dir=args.output,
                 )
             else:
                 real_comparison(
@@ -198,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.num_requests,
                     rates[0],
                     policies,
-                    seed=args.seed,
+                    seed=seeds[0],
                     output_dir=args.output,
                 )
         elif args.command == "bench-scheduler":
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 repeats=args.repeats,
                 output_dir=args.output,
             )
-    except (InvalidRequestError, ModelLoadError, ValueError) as err:
+    except (InvalidRequestError, ModelLoadError, ValueError, FileNotFoundError) as err:
         print(f"lamps-jax: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -10,18 +10,24 @@ on a CPU. Both write a Markdown/CSV/JSON table, the reduction of LAMPS vs the ba
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
-from rich.console import Console
-
 from lamps_jax.bench.harness import RunResult, run_workload
-from lamps_jax.bench.report import improvement_table, markdown_table, plot_latency_vs_rate, plot_run_details, write_rows
+from lamps_jax.bench.report import (
+    POINT_TITLES,
+    improvement_table,
+    markdown_table,
+    plot_run_details,
+    plot_sweep,
+    point_keys,
+    write_rows,
+)
+from lamps_jax.bench.sim_grid import PointResult, SimPoint, run_grid
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import load_model
 from lamps_jax.request import Segment
-from lamps_jax.scheduler.cost_model import load_cost_model
-from lamps_jax.sim.engine import simulated_engine
 from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
 from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
@@ -39,44 +45,43 @@ def simulate_comparison(
     policies: list[str],
     window: float,
     profile: str,
-    length_noise: float = 0.0,
-    starvation_threshold: int = 100,
-    seed: int = 0,
+    length_noises: list[float] = (0.0,),
+    starvation_thresholds: list[int] = (100,),
+    kv_capacities: list[int | None] = (None,),
+    seeds: list[int] = (0,),
+    jobs: int | None = None,
     output_dir: Path | None = None,
 ) -> list[dict]:
-    cost = load_cost_model(profile)
-    rows = []
-    console = Console()
-    for trace in traces:
-        requests = load_trace(DEFAULT_TRACES.get(trace, trace))
-        for rate in rates:
-            arrivals = poisson_arrivals(requests, rate, window, seed)
-            results = []
-            for policy in policies:
-                config = SchedulerConfig(
-                    policy=policy,
-                    length_noise=length_noise,
-                    predictor_seed=seed,
-                    starvation_threshold=starvation_threshold,
-                    cost_profile=profile,
-                    kv_strategy="preserve",
-                )
-                engine = simulated_engine(cost, config)
-                results.append(run_workload(engine, arrivals, window=window))
-                rows.append(_row(trace, rate, results[-1]))
-                console.print(
-                    f"[dim]{trace} @ {rate}/s {policy}: {results[-1].iterations} iterations in "
-                    f"{results[-1].wall_seconds:.1f} s[/dim]"
-                )
-            if output_dir is not None:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                plot_run_details(
-                    results,
-                    output_dir / f"details_{Path(trace).stem}_{rate}.png",
-                    f"{trace} trace, {rate} req/s, {profile}",
-                )
+    """Every combination of the lists, each policy on the same arrivals per (trace, rate, seed)."""
+    points = [
+        SimPoint(trace, rate, policy, profile, window, noise, threshold, kv, seed)
+        for trace, rate, noise, threshold, kv, seed, policy in itertools.product(
+            traces, rates, length_noises, starvation_thresholds, kv_capacities, seeds, policies
+        )
+    ]
+    results = run_grid(points, jobs)
+    rows = [r.row for r in results]
+    if output_dir is not None:
+        _plot_details(results, output_dir, seeds[0])
     _report(rows, output_dir, "comparison")
     return rows
+
+
+def _plot_details(results: list[PointResult], output_dir: Path, seed: int) -> None:
+    """One figure per point (all policies, the first seed), named after the point's varying keys."""
+    rows = [r.row for r in results]
+    keys = point_keys(rows)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for point, group in itertools.groupby(
+        sorted((r for r in results if r.point.seed == seed), key=lambda r: [str(r.row[k]) for k in keys]),
+        key=lambda r: tuple(r.row[k] for k in keys),
+    ):
+        group = list(group)
+        name = "_".join(str(v) if k in ("trace", "rate") else f"{k}{v}" for k, v in zip(keys, point))
+        title = ", ".join(f"{POINT_TITLES.get(k, k)} {v}" for k, v in zip(keys, point))
+        plot_run_details(
+            [r.curves for r in group], output_dir / f"details_{name}.png", f"{title} ({group[0].point.profile})"
+        )
 
 
 def _scaled(request: WorkloadRequest, max_prompt: int, max_segment: int, time_scale: float) -> WorkloadRequest:
@@ -123,7 +128,11 @@ def real_comparison(
         rows.append(_row(trace, rate, results[-1]))
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        plot_run_details(results, output_dir / "real_details.png", f"{model}, {trace} trace (scaled), {rate} req/s")
+        plot_run_details(
+            [r.curves() for r in results],
+            output_dir / "real_details.png",
+            f"{model}, {trace} trace (scaled), {rate} req/s",
+        )
     _report(rows, output_dir, "real_comparison")
     return rows
 
@@ -133,5 +142,5 @@ def _report(rows: list[dict], output_dir: Path | None, stem: str) -> None:
     print(improvement_table(rows))
     if output_dir is not None:
         write_rows(rows, output_dir, stem)
-        if len({r["rate"] for r in rows}) > 1:
-            plot_latency_vs_rate(rows, output_dir / f"{stem}_latency_vs_rate.png")
+        if len({tuple(r[k] for k in point_keys(rows)) for r in rows}) > 1:
+            plot_sweep(rows, output_dir / f"{stem}_sweep.png")

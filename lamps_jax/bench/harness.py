@@ -21,6 +21,15 @@ from lamps_jax.workload.spec import WorkloadRequest
 
 
 @dataclass
+class RunCurves:
+    """What a run's plots need: E2E latencies of its finished requests and KV pages in use over time."""
+
+    label: str
+    latencies: list[float]
+    memory: MemoryTrace
+
+
+@dataclass
 class RunResult:
     policy: str
     outputs: list[RequestOutput]
@@ -41,6 +50,10 @@ class RunResult:
             }
             | {f"strategy_{k}": v for k, v in self.strategy_counts.items()}
         )
+
+    def curves(self) -> RunCurves:
+        finished = sorted(o.latency for o in self.outputs if o.finish_reason in ("stop", "length"))
+        return RunCurves(self.policy, finished, self.memory)
 
 
 def run_workload(
