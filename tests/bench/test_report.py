@@ -60,7 +60,8 @@ def test_improvement_table_pairs_runs_by_seed_and_states_the_rate_fraction() -> 
     table = improvement_table(rows, baselines=("infercept",))
     lines = table.splitlines()
     assert lines[0].startswith("| trace | rate/s | of saturation | vs | E2E mean |")
-    assert lines[2] == "| multi | 2.0 | 1.00 | infercept | 37.5% ± 17.7% | 37.5% ± 17.7% | 50.0% ± 0.0% | 50.0% ± 0.0% |"
+    reductions = "37.5% ± 17.7% | 37.5% ± 17.7% | 50.0% ± 0.0% | 50.0% ± 0.0%"
+    assert lines[2] == f"| multi | 2.0 | 1.00 | infercept | {reductions} |"
     assert lines[3].startswith("| multi | 4.0 | 2.00 | infercept | 75.0% ± 0.0% |")
     assert "infercept sustains 2 req/s" in table
 
