@@ -114,13 +114,22 @@ def _parse_field(name: str, annotation: str, value: Any) -> Any:
     raise ValueError(f"cost model field {name!r} must be {annotation}, got {value!r}")
 
 
-def _gptj_6b_a100(name: str, per_token_ms: float, base_ms: float, swap_budget_tokens: int | None) -> CostModel:
-    """GPT-J-6B in fp16 on one A100 40 GB; the iteration constants differ between the two papers."""
+A100_40GB_HBM_BYTES_PER_S = 1555 * _GB
+
+
+def _gptj_6b_a100(
+    name: str, per_token_ms: float, base_ms: float, swap_budget_tokens: int | None, reads_context: bool = False
+) -> CostModel:
+    """GPT-J-6B in fp16 on one A100 40 GB; the iteration constants differ between the two papers.
+
+    ``reads_context`` adds the memory-bound attention term the papers' profiles leave out: every cached
+    token a row attends over is read once from HBM per iteration (its K and V in every layer).
+    """
     kv_bytes = 28 * 2 * 4096 * 2  # layers x (K, V) x hidden x fp16 bytes = 458752
     return CostModel(
         name=name,
         iter_per_token=per_token_ms * 1e-3,
-        iter_per_context_token=0.0,
+        iter_per_context_token=kv_bytes / A100_40GB_HBM_BYTES_PER_S if reads_context else 0.0,
         iter_base=base_ms * 1e-3,
         swap_per_token=kv_bytes / (25 * _GB),  # PCIe 4.0 x16 at ~25 GB/s effective
         swap_base=0.0,  # the papers give no fixed per-swap cost
@@ -153,6 +162,8 @@ PROFILES: dict[str, CostModel] = {
     "gptj-6b-a100": _gptj_6b_a100("gptj-6b-a100", 0.0463, 10.0, 111),
     # LAMPS's profile of the same setup: f(t) = 0.0408 ms·t + 16.92 ms, swaps not budgeted.
     "gptj-6b-a100-lamps": _gptj_6b_a100("gptj-6b-a100-lamps", 0.0408, 16.92, None),
+    # INFERCEPT's profile plus the KV read of attention at the A100's 1,555 GB/s (0.295 us per cached token).
+    "gptj-6b-a100-ctx": _gptj_6b_a100("gptj-6b-a100-ctx", 0.0463, 10.0, 111, reads_context=True),
     "vicuna-13b-2xa100": _vicuna_13b_2xa100(),
 }
 

@@ -47,6 +47,10 @@ def test_profiles_follow_the_papers() -> None:
     lamps = PROFILES["gptj-6b-a100-lamps"]
     assert lamps.iteration_time(100) == pytest.approx(0.02100)  # 0.0408 ms·100 + 16.92 ms
     assert lamps.swap_budget_tokens is None
+    ctx = PROFILES["gptj-6b-a100-ctx"]
+    assert ctx.iteration_time(384) == gptj.iteration_time(384)  # without context, INFERCEPT's f
+    # 32 decode rows over 1,000 cached tokens each: 32,000 x 458752 B read at 1555 GB/s = 9.44 ms more
+    assert ctx.iteration_time(32, 32_000) == pytest.approx(gptj.iteration_time(32) + 32_000 * 458752 / 1555e9)
     vicuna = PROFILES["vicuna-13b-2xa100"]
     assert vicuna.kv_bytes_per_token == 819200  # 40 layers x 2 x 5120 x 2 bytes
     assert vicuna.kv_capacity_tokens == 65917  # 54e9 / 819200 = 65917.97
