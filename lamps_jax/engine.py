@@ -32,6 +32,8 @@ _FINISH_REASONS = {
     RequestStatus.FINISHED_ERROR: "error",
 }
 
+IDLE_WAIT_SECONDS = 0.005
+
 
 class InvalidRequestError(ValueError):
     """A request the engine can never serve (empty, too long, larger than the KV memory)."""
@@ -179,12 +181,15 @@ class LLMEngine:
         self.scheduler.resume(request.req_id, tokens)
 
     def wait_for_work(self, until: float | None = None) -> None:
-        """After a step that could run nothing, lets the clock pass to the next API return (or ``until``)."""
+        """After a step that could run nothing, lets the clock pass to the next API return (or ``until``).
+
+        With no deadline at all (a caller's pause awaiting ``resume_request``, a tool without a timeout)
+        it waits ``IDLE_WAIT_SECONDS``, so that a serving loop polls instead of spinning on a core.
+        """
         if not self._idle or self._finished:
             return
         deadlines = [t for t in (self.api.next_deadline(), until) if t is not None]
-        if deadlines:
-            self.clock.wait_until(min(deadlines))
+        self.clock.wait_until(min(deadlines) if deadlines else self.clock.now() + IDLE_WAIT_SECONDS)
 
     def _finish(self, req_id: str, status: RequestStatus) -> Request | None:
         """Ends a request everywhere: scheduler (pages), API executor (its call) and runner (host copy)."""

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from lamps_jax.engine import LLMEngine
+from lamps_jax.engine import IDLE_WAIT_SECONDS, LLMEngine
 from lamps_jax.request import ApiCall, SamplingParams, Segment
 from tests.conftest import small_engine_config
 from tests.engine.test_paged_vs_dense import dense_greedy
@@ -237,8 +237,12 @@ def test_external_pause_and_resume(tiny_model, strategy: str) -> None:
     used = engine.pause_request(req_id)
     assert used.value == strategy
     for _ in range(3):
-        assert engine.step() == []  # paused by the caller: nothing to run, nothing to wait for
+        assert engine.step() == []  # paused by the caller (a swap-out may still run): nothing to wait for
         engine.wait_for_work()
+    assert engine.step() == []
+    start = time.monotonic()
+    engine.wait_for_work()
+    assert time.monotonic() - start >= IDLE_WAIT_SECONDS / 2  # idle: a short wait, not a spin
     engine.resume_request(req_id, [50, 51, 52])
     out = drain(engine)[req_id]
     first = dense_greedy(tiny_model, prompt, 3)
