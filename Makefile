@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo reproduce test bench lint clean
+.PHONY: demo reproduce sweeps test bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,9 +24,23 @@ demo: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench --mode real --model smollm2-135m --trace multi --rates 2 \
 		--policies vllm,infercept,lamps --num-requests 12 --output bench_results/demo
 
-# The paper-scale comparison on the simulator (GPT-J-6B / A100 cost profile), both traces.
+# The paper's setting on the simulator (GPT-J-6B / A100 cost profile): both traces, 3-6 req/s, 1800 s windows.
 reproduce: $(VENV)/.run-deps
-	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 1800 --output docs/results
+	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 1800 --output docs/results/paper
+
+# Light load to past saturation over 3 seeds, the sensitivity sweeps past LAMPS's own saturation point,
+# and the paper's setting again under a cost model that charges attention's KV reads.
+sweeps: $(VENV)/.run-deps
+	$(BIN)/lamps-jax bench --trace multi --rates 1,2,3,4,5,6,7,8 --window 600 --seeds 0,1,2 \
+		--output docs/results/saturation_multi
+	$(BIN)/lamps-jax bench --trace one --rates 2,4,6,8,10,12,14,16 --window 600 --seeds 0,1,2 \
+		--output docs/results/saturation_one
+	$(BIN)/lamps-jax bench --trace multi --rates 7 --window 600 --seeds 0,1,2 --policies lamps \
+		--length-noise 0,0.2,0.4,0.6 --output docs/results/noise
+	$(BIN)/lamps-jax bench --trace multi --rates 7 --window 600 --seeds 0,1,2 --policies lamps \
+		--starvation-threshold 10,100,1000,10000,1000000 --output docs/results/starvation
+	$(BIN)/lamps-jax bench --profile gptj-6b-a100-ctx --trace multi --trace one --rates 3,4,5,6 --window 600 \
+		--output docs/results/context
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest

@@ -72,7 +72,12 @@ def _cell(row: dict, key: str) -> str:
     if not isinstance(value, float):
         return str(value)
     sd = row.get(f"{key}_sd")
-    return f"{value:.4g} ± {sd:.2g}" if sd else f"{value:.4g}"
+    return f"{_number(value)} ± {_number(sd, 2)}" if sd else _number(value)
+
+
+def _number(value: float, digits: int = 4) -> str:
+    """Four significant digits, but whole numbers from 1,000 up (request counts) in full."""
+    return f"{value:.0f}" if abs(value) >= 10 ** (digits - 1) else f"{value:.{digits}g}"
 
 
 def markdown_table(rows: list[dict]) -> str:
