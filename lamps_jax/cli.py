@@ -8,6 +8,7 @@ lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting r
 lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
 lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated at paper scale
 lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4,0.6 --seeds 0,1,2   # a sweep
+lamps-jax report bench_results/comparison.json  # tables and sweep plot again from a run's rows
 lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
 """
 
@@ -171,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
     compare.add_argument("--output", type=Path, default=Path("bench_results"))
 
+    rerender = sub.add_parser("report", help="re-render the tables and sweep plot of a bench's comparison.json")
+    rerender.add_argument("json", type=Path, help="a comparison.json written by lamps-jax bench")
+
     calib = sub.add_parser("calibrate", help="measure the cost model (iteration and swap times) on this device")
     calib.add_argument("--model", default="tiny")
     calib.add_argument("--output", type=Path, default=Path("cost_profile.json"))
@@ -215,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                     seed=seeds[0],
                     output_dir=args.output,
                 )
+        elif args.command == "report":
+            from lamps_jax.bench.comparison import rerender
+
+            rerender(args.json)
         elif args.command == "bench-scheduler":
             from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 
 from lamps_jax.bench.harness import RunResult, run_workload
@@ -134,6 +135,18 @@ def real_comparison(
             f"{model}, {trace} trace (scaled), {rate} req/s",
         )
     _report(rows, output_dir, "real_comparison")
+    return rows
+
+
+def rerender(path: Path) -> list[dict]:
+    """Re-renders the tables and the sweep plot of a ``comparison.json`` written by an earlier run."""
+    try:
+        rows = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and "policy" in r for r in rows)):
+        raise ValueError(f"{path} does not hold the rows of a lamps-jax bench run")
+    _report(rows, path.parent, path.stem)
     return rows
 
 

@@ -93,3 +93,19 @@ def test_bench_rejects_a_malformed_list(tmp_path: Path, capsys) -> None:
 def test_bench_names_a_missing_trace(tmp_path: Path, capsys) -> None:
     assert main(["bench", "--trace", str(tmp_path / "absent.json"), "--output", str(tmp_path)]) == 2
     assert "absent.json not found" in capsys.readouterr().err
+
+
+def test_report_rerenders_a_runs_rows_and_rejects_other_json(tmp_path: Path, capsys) -> None:
+    trace = write_small_trace(tmp_path)
+    out = tmp_path / "out"
+    argv = ["bench", "--trace", str(trace), "--rates", "2,4", "--window", "10", "--policies", "infercept,lamps"]
+    assert main(argv + ["--jobs", "1", "--output", str(out)]) == 0
+    first = capsys.readouterr().out
+    (out / "comparison.md").unlink()
+    assert main(["report", str(out / "comparison.json")]) == 0
+    assert capsys.readouterr().out.strip() == first[first.index("| trace |") :].strip()
+    assert (out / "comparison.md").is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "rows"}')
+    assert main(["report", str(bad)]) == 2
+    assert "does not hold the rows" in capsys.readouterr().err
