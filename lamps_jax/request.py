@@ -97,7 +97,7 @@ class RequestStatus(enum.Enum):
         return self.name.startswith("FINISHED")
 
 
-@dataclass
+@dataclass(eq=False)  # an entity: queues find and remove a request by identity, not by comparing fields
 class Request:
     req_id: str
     prompt_token_ids: list[int]

@@ -10,6 +10,7 @@ cannot hang. ``poll()`` is the only place results come back, on the engine threa
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +47,8 @@ class ApiExecutor:
         self.timeout = timeout
         self.tools: dict[str, Callable] = {}
         self._pending: dict[str, _Pending] = {}
+        self._simulated: list[tuple[float, str]] = []  # heap of (deadline, req_id); cancelled entries linger
+        self._tools: dict[str, _Pending] = {}  # calls with a future (or an unknown tool)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="api-tool")
 
     def register_tool(self, name: str, fn: Callable) -> None:
@@ -61,30 +64,49 @@ class ApiExecutor:
         now = self.clock.now()
         limit = float("inf") if self.timeout is None else self.timeout
         if call.is_simulated:
-            self._pending[req_id] = _Pending(call, now + min(call.duration, limit))
-            return
-        future = None
-        if call.name in self.tools:
-            future = self._pool.submit(_run_tool, self.tools[call.name], call.arguments)
-        self._pending[req_id] = _Pending(call, now + limit, future)
+            pending = _Pending(call, now + min(call.duration, limit))
+            heapq.heappush(self._simulated, (pending.deadline, req_id))
+        else:
+            future = None
+            if call.name in self.tools:
+                future = self._pool.submit(_run_tool, self.tools[call.name], call.arguments)
+            pending = self._tools[req_id] = _Pending(call, now + limit, future)
+        self._pending[req_id] = pending
 
     def cancel(self, req_id: str) -> None:
         """Forgets a call (its request was aborted); a running tool finishes unobserved."""
         pending = self._pending.pop(req_id, None)
+        self._tools.pop(req_id, None)
         if pending is not None and pending.future is not None:
             pending.future.cancel()
 
+    def _live_head(self) -> tuple[float, str] | None:
+        """The simulated call due first, dropping heap entries of cancelled or re-submitted calls."""
+        while self._simulated:
+            deadline, req_id = self._simulated[0]
+            pending = self._pending.get(req_id)
+            if pending is not None and pending.call.is_simulated and pending.deadline == deadline:
+                return deadline, req_id
+            heapq.heappop(self._simulated)
+        return None
+
     def next_deadline(self) -> float | None:
         """The earliest time a simulated call completes or any call times out."""
-        return min((p.deadline for p in self._pending.values()), default=None)
+        head = self._live_head()
+        return min([p.deadline for p in self._tools.values()] + ([head[0]] if head else []), default=None)
 
     def poll(self) -> list[ApiResult]:
+        """Results of the calls done by now: simulated ones in deadline order, then tools."""
         now = self.clock.now()
         done = []
-        for req_id, pending in list(self._pending.items()):
+        while (head := self._live_head()) is not None and head[0] <= now:
+            heapq.heappop(self._simulated)
+            req_id = head[1]
+            done.append(self._result(req_id, self._pending.pop(req_id), now))
+        for req_id, pending in list(self._tools.items()):
             result = self._result(req_id, pending, now)
             if result is not None:
-                del self._pending[req_id]
+                del self._pending[req_id], self._tools[req_id]
                 done.append(result)
         return done
 

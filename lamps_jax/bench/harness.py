@@ -62,8 +62,13 @@ def run_workload(
     window: float | None = None,
     progress: bool = True,
     max_clock: float | None = None,
+    memory_interval: float = 0.05,
 ) -> RunResult:
-    """Serves ``workload`` (with arrival times) to completion, or until the clock passes ``max_clock``."""
+    """Serves ``workload`` (with arrival times) to completion, or until the clock passes ``max_clock``.
+
+    KV memory is sampled after a step once ``memory_interval`` clock seconds have passed since the last
+    sample (every step of a real model; every few simulated ones), and after the last step.
+    """
     pending = deque(sorted(workload, key=lambda r: r.arrival_time))
     start_clock, start_wall = engine.clock.now(), time.perf_counter()
     outputs: list[RequestOutput] = []
@@ -88,8 +93,10 @@ def run_workload(
             iterations += 1
             outputs += finished
             bar.update(len(finished))
-            paused = sum(len(q.page_ids) for q in scheduler.paused.values() if q.status is RequestStatus.PAUSED_API)
-            memory.record(engine.clock.now() - start_clock, pool.num_usable - pool.num_free, paused)
+            now = engine.clock.now() - start_clock
+            if not memory.times or now - memory.times[-1] >= memory_interval or not engine.has_unfinished_requests():
+                paused = sum(len(q.page_ids) for q in scheduler.paused.values() if q.status is RequestStatus.PAUSED_API)
+                memory.record(now, pool.num_usable - pool.num_free, paused)
             next_arrival = start_clock + pending[0].arrival_time if pending else None
             if not engine.has_unfinished_requests() and next_arrival is not None:
                 engine.clock.wait_until(next_arrival)
