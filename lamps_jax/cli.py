@@ -124,6 +124,18 @@ def _floats(text: str) -> list[float]:
         raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _kv_capacities(args: argparse.Namespace) -> list[int | None]:
+    """KV memory per simulated point: given in tokens, derived from a model and a device, or the profile's."""
+    tokens = [int(v) for v in _floats(args.kv_tokens)]
+    if args.kv_model is None:
+        return tokens or [None]
+    if tokens:
+        raise ValueError("give the KV memory either as --kv-tokens or as --kv-model, not both")
+    from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config
+
+    return [kv_capacity_tokens(load_model_config(args.kv_model), args.device_memory_gb * 1e9)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lamps-jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--length-noise", default="0", help="relative noise of predicted lengths (list: a sweep)")
     compare.add_argument("--starvation-threshold", default="100", help="LAMPS starvation threshold (list: a sweep)")
     compare.add_argument("--kv-tokens", default="", help="KV memory in tokens (list: a sweep); default: the profile's")
+    compare.add_argument("--kv-model", help="derive the KV memory from this model (preset or HF config.json) ...")
+    compare.add_argument("--device-memory-gb", type=float, default=40.0, help="... on a device of this memory")
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
     compare.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± sd")
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.profile,
                     length_noises=_floats(args.length_noise),
                     starvation_thresholds=[int(v) for v in _floats(args.starvation_threshold)],
-                    kv_capacities=[int(v) for v in _floats(args.kv_tokens)] or [None],
+                    kv_capacities=_kv_capacities(args),
                     seeds=seeds,
                     jobs=args.jobs,
                     output_dir=args.output,

@@ -9,6 +9,7 @@ import pytest
 
 from lamps_jax.bench.sim_grid import SimPoint, run_grid
 from lamps_jax.cli import main
+from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config
 
 
 def write_small_trace(tmp_path: Path) -> Path:
@@ -109,3 +110,14 @@ def test_report_rerenders_a_runs_rows_and_rejects_other_json(tmp_path: Path, cap
     bad.write_text('{"not": "rows"}')
     assert main(["report", str(bad)]) == 2
     assert "does not hold the rows" in capsys.readouterr().err
+
+
+def test_bench_derives_the_kv_memory_from_a_model_and_a_device(tmp_path: Path, capsys) -> None:
+    trace = str(write_small_trace(tmp_path))
+    out = tmp_path / "out"
+    argv = ["bench", "--trace", trace, "--rates", "2", "--window", "5", "--policies", "lamps", "--jobs", "1"]
+    assert main(argv + ["--kv-model", "tiny", "--device-memory-gb", "0.02", "--output", str(out)]) == 0
+    (row,) = json.loads((out / "comparison.json").read_text())
+    assert row["kv_capacity_tokens"] == kv_capacity_tokens(load_model_config("tiny"), 0.02e9)
+    assert main(argv + ["--kv-model", "tiny", "--kv-tokens", "4000", "--output", str(out)]) == 2
+    assert "not both" in capsys.readouterr().err
