@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from lamps_jax.bench.harness import RunResult, run_workload
@@ -33,8 +34,6 @@ from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
 from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
 
-POLICIES = ("vllm", "infercept", "sjf", "lamps", "lamps_no_rank")
-
 
 def _row(trace: str, rate: float, result: RunResult) -> dict:
     return {"trace": trace, "rate": rate, "policy": result.policy} | result.metrics()
@@ -46,10 +45,10 @@ def simulate_comparison(
     policies: list[str],
     window: float,
     profile: str,
-    length_noises: list[float] = (0.0,),
-    starvation_thresholds: list[int] = (100,),
-    kv_capacities: list[int | None] = (None,),
-    seeds: list[int] = (0,),
+    length_noises: Sequence[float] = (0.0,),
+    starvation_thresholds: Sequence[int] = (100,),
+    kv_capacities: Sequence[int | None] = (None,),
+    seeds: Sequence[int] = (0,),
     jobs: int | None = None,
     output_dir: Path | None = None,
 ) -> list[dict]:
