@@ -2,8 +2,9 @@
 
 Per run: end-to-end latency and time to first token (mean, median, p99), normalized latency
 ((E2E - API time) / generated tokens, INFERCEPT's metric), time per output token, throughput
-(requests/s, generated tokens/s), memory waste (share of the KV memory-time held by paused requests
-on the device), the strategy chosen per API call, and how many requests finished in the window.
+(requests/s, generated tokens/s), preemptions (running requests sent back to wait, their KV
+dropped), memory waste (share of the KV memory-time held by paused requests on the device), the
+strategy chosen per API call, and how many requests finished in the window.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from lamps_jax.request import RequestOutput
 def api_time(output: RequestOutput) -> float:
     """Seconds the request spent paused for API calls, from its timeline."""
     return sum(t1 - t0 for (status, t0), (_, t1) in itertools.pairwise(output.timeline) if status == "paused_api")
+
+
+def preemptions(output: RequestOutput) -> int:
+    """Times the request was put back to waiting while running (its KV dropped, to be recomputed)."""
+    return sum(1 for (a, _), (b, _) in itertools.pairwise(output.timeline) if (a, b) == ("running", "waiting"))
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -70,7 +76,12 @@ def summarize(outputs: Sequence[RequestOutput], duration: float, window: float |
         if o.num_generated_tokens > 1 and o.time_to_first_token is not None
     ]
     generated = sum(o.num_generated_tokens for o in done)
-    result = {"requests": len(outputs), "finished": len(done), "errors": len(outputs) - len(done)}
+    result = {
+        "requests": len(outputs),
+        "finished": len(done),
+        "errors": len(outputs) - len(done),
+        "preemptions": sum(preemptions(o) for o in outputs),
+    }
     result |= _summary("e2e", e2e) | _summary("ttft", ttft) | _summary("normalized", normalized)
     result |= _summary("tpot", tpot)
     result |= {

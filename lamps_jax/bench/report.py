@@ -25,6 +25,7 @@ TABLE_COLUMNS = (
     ("normalized_mean", "norm. s/token"),
     ("throughput_rps", "req/s"),
     ("memory_waste", "KV waste"),
+    ("preemptions", "preempted"),
     ("finished", "finished"),
 )
 REDUCTION_COLUMNS = (
@@ -114,7 +115,10 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
 
 
 def improvement_table(
-    rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = ("infercept", "vllm"), ttft_limit: float = 1.0
+    rows: list[dict],
+    policy: str = "lamps",
+    baselines: tuple[str, ...] = ("infercept", "vllm", "lamps_no_rank"),
+    ttft_limit: float = 1.0,
 ) -> str:
     """Markdown: reduction of ``policy``'s metrics vs each baseline per point (mean ± sd over seeds).
 

@@ -91,3 +91,14 @@ def test_virtual_time_jumps_over_idle_gaps() -> None:
     ]
     result = simulate("vllm", workload)
     assert result.duration >= 500.0 and result.iterations < 100
+
+
+def test_preemptions_are_counted_when_growing_requests_overflow_the_kv_memory() -> None:
+    """Two requests fit at admission (two pages each) but not once both have decoded 40 tokens."""
+    workload = [request("a", 16, 40), request("b", 16, 40)]
+    tight = simulate("fcfs", workload, capacity=64)  # four pages of 16 tokens
+    assert tight.metrics()["preemptions"] >= 1 and tight.metrics()["finished"] == 2
+    assert any(
+        ("running", "waiting") in zip([s for s, _ in o.timeline], [s for s, _ in o.timeline[1:]]) for o in tight.outputs
+    )
+    assert simulate("fcfs", workload, capacity=4096).metrics()["preemptions"] == 0
