@@ -54,6 +54,11 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, sd
 
 
+def _reduction(ours: float, theirs: float) -> float:
+    """How much lower ours is, as a fraction of theirs (NaN when theirs is 0)."""
+    return 1 - ours / theirs if theirs else float("nan")
+
+
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
     """One row per point and policy: numeric metrics averaged over seeds, with ``<metric>_sd`` and ``seeds``."""
     keys = [k for k in (*POINT_KEYS, "policy") if any(k in r for r in rows)]
@@ -143,7 +148,7 @@ def improvement_table(
                 continue
             cells = []
             for metric, _ in REDUCTION_COLUMNS:
-                mean, sd = _mean_sd([1 - ours[metric] / theirs[metric] for ours, theirs in pairs])
+                mean, sd = _mean_sd([_reduction(ours[metric], theirs[metric]) for ours, theirs in pairs])
                 cells.append(f"{mean:.1%} ± {sd:.1%}" if len(pairs) > 1 else f"{mean:.1%}")
             lines.append("| " + " | ".join([str(v) for v in point] + [fraction, base] + cells) + " |")
     notes = [

@@ -72,3 +72,9 @@ def test_markdown_table_shows_only_the_point_keys_that_vary() -> None:
     assert header.startswith("| trace | rate/s | noise | policy | E2E mean s |")
     same = [row("lamps", 3.0, 0, 10.0, 1.0, length_noise=0.0)]
     assert "noise" not in markdown_table(same).splitlines()[0]
+
+
+def test_a_zero_baseline_gives_nan_not_an_error() -> None:
+    rows = [row("infercept", 2.0, 0, 10.0, 0.0), row("lamps", 2.0, 0, 5.0, 0.0)]
+    line = improvement_table(rows, baselines=("infercept",)).splitlines()[2]
+    assert line == "| multi | 2.0 | n/a | infercept | 50.0% | 50.0% | nan% | nan% |"
