@@ -83,21 +83,19 @@ def run_grid(points: Sequence[SimPoint], jobs: int | None = None, progress: bool
         _trace_requests(point.trace)
         load_cost_model(point.profile)
     jobs = min(jobs or default_jobs(), len(points))
-    bar = tqdm(total=len(points), desc="simulated runs", unit="run", disable=not progress)
-    if jobs <= 1:
-        results = []
-        for point in points:
-            results.append(run_point(point))
-            bar.update()
-        bar.close()
-        return results
-    # spawn, not fork: the parent may hold JAX's threads, which a fork would copy in an unknown state
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool, bar:
-        longest_first = sorted(range(len(points)), key=lambda i: -points[i].rate * points[i].window)
-        futures = {pool.submit(run_point, points[i]): i for i in longest_first}
-        results: list[PointResult | None] = [None] * len(points)
-        for future in concurrent.futures.as_completed(futures):
-            results[futures[future]] = future.result()
-            bar.update()
-    return results  # type: ignore[return-value]
+    done: dict[int, PointResult] = {}
+    with tqdm(total=len(points), desc="simulated runs", unit="run", disable=not progress) as bar:
+        if jobs <= 1:
+            for i, point in enumerate(points):
+                done[i] = run_point(point)
+                bar.update()
+        else:
+            # spawn, not fork: the parent may hold JAX's threads, which a fork would copy in an unknown state
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                longest_first = sorted(range(len(points)), key=lambda i: -points[i].rate * points[i].window)
+                futures = {pool.submit(run_point, points[i]): i for i in longest_first}
+                for future in concurrent.futures.as_completed(futures):
+                    done[futures[future]] = future.result()
+                    bar.update()
+    return [done[i] for i in range(len(points))]
