@@ -4,8 +4,8 @@ One rule covers prefill, chunked prefill, recompute and decode: each scheduled r
 until its computed count catches up with its token count, within a per-iteration token budget and
 the free pages. Running requests go first (in admission order); waiting requests follow in the
 policy's order. When a running request needs a page and none is free, the policy picks a victim
-among the running requests not yet scheduled this step; the victim's pages are freed and it goes
-back to the front of the waiting queue to be recomputed.
+among the running requests not yet scheduled this step and not swapped in this step; the victim's
+pages are freed and it goes back to the front of the waiting queue to be recomputed.
 
 Paused requests (API calls) leave the running set with a KV strategy: Preserve keeps the pages,
 Discard frees them (the context is recomputed from the waiting queue on return), Swap copies them
@@ -97,6 +97,7 @@ class Scheduler:
         request.output_token_ids.extend(token_ids)
         request.result_end = len(request.output_token_ids)
         request.api_call = None
+        self.policy.on_resume(self, request)
         if request in self.swap_out_queue:  # returned before its copy was issued: still on the device
             self.swap_out_queue.remove(request)
             self._free_host_pages(request)
@@ -123,13 +124,20 @@ class Scheduler:
         scheduled: list[ScheduledChunk] = []
         preempted: list[str] = []
 
+        # A request swapped in this step is never a victim: its swap-in still scatters into its pages.
+        swapped_in = {req_id for req_id, _ in swap_in}
+        short_of_pages = False
         idx = 0
         while idx < len(self.running) and budget > 0:
             request = self.running[idx]
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
             fits = self._grow_pages(request, request.num_computed_tokens + num_new)
             while not fits:
-                victim = self.policy.choose_victim(self.running[idx:])
+                candidates = [r for r in self.running[idx:] if r.req_id not in swapped_in]
+                if not candidates:  # only this step's swap-ins could make room: wait a step
+                    short_of_pages = True
+                    break
+                victim = self.policy.choose_victim(candidates)
                 self._preempt(victim)
                 preempted.append(victim.req_id)
                 if victim is request:
@@ -138,9 +146,16 @@ class Scheduler:
             if fits:
                 scheduled.append(ScheduledChunk.of(request, num_new))
                 budget -= num_new
+            if idx < len(self.running) and self.running[idx] is request:
                 idx += 1
 
-        while self.waiting and budget > 0 and not preempted and len(self.running) < self.config.max_num_seqs:
+        while (
+            self.waiting
+            and budget > 0
+            and not preempted
+            and not short_of_pages
+            and len(self.running) < self.config.max_num_seqs
+        ):
             request = self.policy.next_waiting(self.waiting)
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
             if not self._grow_pages(request, request.num_computed_tokens + num_new):

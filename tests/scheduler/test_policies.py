@@ -97,6 +97,67 @@ def test_lamps_fixes_the_cheapest_strategy_at_arrival() -> None:
     assert instant.planned_strategy is KVStrategy.PRESERVE
 
 
+def test_lamps_plans_every_call_afresh_after_a_preserved_one() -> None:
+    """A plan serves one call: after a Preserve resume the next call (a 30 s human) is planned anew."""
+    s = make("lamps", num_pages=1000, budget=4096)
+    s.policy.api_times.observe("calc", 0.001)
+    s.policy.api_times.observe("human", 30.0)
+    r = scripted(
+        "r",
+        200,
+        [
+            Segment(2, ApiCall("calc", duration=0.001, result_token_ids=(5,))),
+            Segment(2, ApiCall("human", duration=30.0, result_token_ids=(6,))),
+            Segment(2),
+        ],
+    )
+    s.add_request(r)
+    run_until_paused(s, r)
+    assert r.strategy is KVStrategy.PRESERVE
+    assert r.planned_strategy is None  # used up by the call it was made for
+    score_for_first_call = r.priority
+    s.resume("r", [5])
+    assert r.priority != score_for_first_call
+    run_until_paused(s, r)
+    assert r.strategy is KVStrategy.DISCARD
+
+
+@pytest.mark.parametrize("kv_strategy", ["preserve", "discard", "swap"])
+def test_every_resume_tells_the_policy(kv_strategy: str) -> None:
+    s = make("fcfs", kv_strategy=kv_strategy, num_host_pages=100)
+    resumed = []
+    s.policy.on_resume = lambda scheduler, request: resumed.append((request.req_id, request.num_tokens))
+    r = scripted("r", 8, [Segment(2, ApiCall("t", duration=1.0, result_token_ids=(5, 5))), Segment(2)])
+    s.add_request(r)
+    run_until_paused(s, r)
+    assert r.strategy is KVStrategy(kv_strategy)
+    step(s)  # issues a swap-out
+    s.resume("r", [5, 5])
+    assert resumed == [("r", 12)]  # told once, after the result was appended
+
+
+def test_a_request_swapped_in_this_step_is_never_the_preemption_victim() -> None:
+    s = make("fcfs", num_pages=12, kv_strategy="swap", num_host_pages=16, max_num_seqs=4, budget=64)
+    a = plain("a", 4, 40, arrival=0.0)
+    b = scripted("b", 4, [Segment(1, ApiCall("t", duration=1.0, result_token_ids=(5,))), Segment(4)], arrival=1.0)
+    s.add_request(a)
+    s.add_request(b)
+    run_until_paused(s, b)
+    step(s)  # b's pages go to the host
+    assert b.host_page_ids and not b.page_ids
+    while len(a.page_ids) >= s.pages_for(a.num_tokens):  # until a's next token needs a new page
+        step(s)
+    s.resume("b", [5])
+    held = s.page_pool.allocate(s.page_pool.num_free - len(b.host_page_ids))  # no page to spare after b's swap-in
+    out = s.schedule()
+    assert [req_id for req_id, _ in out.swap_in] == ["b"]
+    assert out.preempted_ids == ["a"]  # fcfs would pick the latest arrival, b, were it a candidate
+    swapped_in_pages = out.swap_in[0][1]
+    assert b.status is RequestStatus.RUNNING and b.page_ids[: len(swapped_in_pages)] == swapped_in_pages
+    owned = [p for r in s.requests.values() for p in r.page_ids] + held
+    assert len(owned) == len(set(owned)) == s.page_pool.num_usable - s.page_pool.num_free
+
+
 def test_infercept_swap_budget_goes_to_the_most_wasteful_and_is_respected() -> None:
     s = make("infercept", num_host_pages=200, max_swap_pages_per_step=8, budget=4096)
     s.policy.api_times.observe("chat", 0.001)  # predicted short: preserve at the call; it then runs long

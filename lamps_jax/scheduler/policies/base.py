@@ -55,6 +55,10 @@ class Policy:
     def on_api_return(self, request: Request, call: ApiCall, elapsed: float) -> None:
         """Called when a call's result arrives (predictors learn from it)."""
 
+    def on_resume(self, scheduler: Scheduler, request: Request) -> None:
+        """Called for every resumed request, whatever its strategy, once the call's result is appended
+        and before the request is queued again: anything planned for the call that ended is stale."""
+
     def swap_candidates(self, scheduler: Scheduler) -> list[Request]:
         """Paused, preserved requests to move to host memory now, most urgent first."""
         return []

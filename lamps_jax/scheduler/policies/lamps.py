@@ -1,8 +1,8 @@
 """LAMPS: rank waiting requests by predicted memory-over-time, with the call strategy fixed ahead.
 
-At arrival and at every resume the request's next call is forecast (pre-API length from the length
-predictor, API time from the per-type mean), the cheapest strategy is fixed for that call, and the
-request's score is the predicted memory-time area under that strategy (``waste.memory_time_score``).
+At arrival and at every resume (whatever the last call's strategy was) the request's next call is
+forecast (pre-API length from the length predictor, API time from the per-type mean), the cheapest
+strategy is fixed for that call and used once, and the request's score is the predicted memory-time area under that strategy (``waste.memory_time_score``).
 Waiting requests are admitted in ascending score; one passed over for ``starvation_threshold``
 iterations goes to the front. Scores are computed once per segment (arrival, resume) and cached;
 the queue is fully re-sorted every ``resort_interval`` iterations (0 = every iteration), which is
@@ -63,12 +63,16 @@ class LampsPolicy(Policy):
         )
 
     def enqueue(self, scheduler, request: Request, reason: str) -> None:
-        if reason != "preempted":
-            self.plan(request, scheduler)
+        if reason == "arrival":
+            self.plan(request, scheduler)  # a resumed request was planned in on_resume
         if reason == "preempted":
             super().enqueue(scheduler, request, reason)
         else:
             bisect.insort(scheduler.waiting, request, key=self._sort_key)
+
+    def on_resume(self, scheduler, request: Request) -> None:
+        """Every resume starts a new segment: plan its call and score what is left, whatever the strategy."""
+        self.plan(request, scheduler)
 
     def on_iteration(self, scheduler) -> None:
         """Every ``resort_interval`` iterations (0: every one), a full sort by cached score, starved first."""
@@ -82,9 +86,20 @@ class LampsPolicy(Policy):
             request.iterations_waited += 1
 
     def strategy_for_call(self, request: Request, call: ApiCall, scheduler) -> KVStrategy:
-        if request.planned_strategy is None:
-            self.plan(request, scheduler)
-        return request.planned_strategy or KVStrategy.PRESERVE
+        """The strategy planned for this call, used once; a call nobody forecast (a detected tool call)
+        gets the cheapest strategy for its context and the call type's predicted time now."""
+        strategy, request.planned_strategy = request.planned_strategy, None
+        if strategy is not None:
+            return strategy
+        running = sum(r.num_tokens for r in scheduler.running if r is not request)
+        return cheapest_strategy(
+            context=request.num_tokens,
+            api_time=self.api_times.predict(call.name),
+            other_context=running,
+            batch_context=running + request.num_tokens,
+            cost=self.cost,
+            allow_swap=scheduler.host_pool is not None,
+        )
 
     def on_api_return(self, request: Request, call: ApiCall, elapsed: float) -> None:
         self.api_times.observe(call.name, elapsed)
