@@ -245,20 +245,21 @@ class LLMEngine:
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     def _hit_stop_string(self, request: Request) -> bool:
+        """A stop string in what the model generated since the last API result (never inside a result);
+        the earliest one wins and the output text will end just before it."""
         stops = request.sampling_params.stop
         if not stops:
             return False
-        text = self._decode(request.output_token_ids)
-        for stop in stops:
-            if stop in text:
-                request.stop_reason = stop
-                return True
-        return False
+        generated = self._decode(request.output_token_ids[request.result_end :])
+        hits = [(generated.find(stop), stop) for stop in stops if stop in generated]
+        if not hits:
+            return False
+        position, request.stop_reason = min(hits)
+        request.text_end = len(self._decode(request.output_token_ids[: request.result_end])) + position
+        return True
 
     def _output(self, request: Request) -> RequestOutput:
-        text = self._decode(request.output_token_ids)
-        if isinstance(request.stop_reason, str):
-            text = text[: text.find(request.stop_reason)]
+        text = self._decode(request.output_token_ids)[: request.text_end]
         end = request.events[-1][1] if request.is_finished else None
         return RequestOutput(
             req_id=request.req_id,

@@ -2,20 +2,21 @@
 
 Two kinds of call: simulated ones (a duration and the tokens they return, as in trace replay)
 complete when the clock passes their end; registered Python tools (sync or async functions) run on
-a thread pool, concurrently with decoding. A call that raises, is unknown, or runs past the timeout
-completes with an error; a timed-out tool's thread is abandoned, never waited on, so the engine
-cannot hang. ``poll()`` is the only place results come back, on the engine thread.
+their own threads (``ToolRunner``), concurrently with decoding. A call that raises, is unknown, or
+runs past the timeout (counted from its submission, queueing for a slot included) completes with an
+error; a timed-out tool's thread is abandoned, never waited on, and gives its slot back, so neither
+the engine nor later calls can hang on it. ``poll()`` is the only place results come back, on the
+engine thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
-import inspect
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
+from lamps_jax.api.tool_runner import ToolRunner
 from lamps_jax.clock import Clock
 from lamps_jax.request import ApiCall
 
@@ -36,11 +37,6 @@ class _Pending:
     future: Future | None = None  # tools only
 
 
-def _run_tool(fn: Callable, arguments: dict | str):
-    result = fn(**arguments) if isinstance(arguments, dict) else fn(arguments)
-    return asyncio.run(result) if inspect.isawaitable(result) else result
-
-
 class ApiExecutor:
     def __init__(self, clock: Clock, timeout: float | None = 60.0, max_workers: int = 8) -> None:
         self.clock = clock
@@ -49,7 +45,7 @@ class ApiExecutor:
         self._pending: dict[str, _Pending] = {}
         self._simulated: list[tuple[float, str]] = []  # heap of (deadline, req_id); cancelled entries linger
         self._tools: dict[str, _Pending] = {}  # calls with a future (or an unknown tool)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="api-tool")
+        self.tool_runner = ToolRunner(max_concurrent=max_workers)
 
     def register_tool(self, name: str, fn: Callable) -> None:
         if not callable(fn):
@@ -69,16 +65,16 @@ class ApiExecutor:
         else:
             future = None
             if call.name in self.tools:
-                future = self._pool.submit(_run_tool, self.tools[call.name], call.arguments)
+                future = self.tool_runner.submit(self.tools[call.name], call.arguments)
             pending = self._tools[req_id] = _Pending(call, now + limit, future)
         self._pending[req_id] = pending
 
     def cancel(self, req_id: str) -> None:
-        """Forgets a call (its request was aborted); a running tool finishes unobserved."""
+        """Forgets a call (its request was aborted); a running tool finishes unobserved, without its slot."""
         pending = self._pending.pop(req_id, None)
         self._tools.pop(req_id, None)
         if pending is not None and pending.future is not None:
-            pending.future.cancel()
+            self.tool_runner.release(pending.future)
 
     def _live_head(self) -> tuple[float, str] | None:
         """The simulated call due first, dropping heap entries of cancelled or re-submitted calls."""
@@ -107,6 +103,8 @@ class ApiExecutor:
             result = self._result(req_id, pending, now)
             if result is not None:
                 del self._pending[req_id], self._tools[req_id]
+                if pending.future is not None:
+                    self.tool_runner.release(pending.future)
                 done.append(result)
         return done
 
@@ -135,4 +133,4 @@ class ApiExecutor:
         return ApiResult(req_id, call, text=str(value))
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.tool_runner.shutdown()

@@ -6,7 +6,7 @@ import threading
 import time
 
 from lamps_jax.api.executor import ApiExecutor
-from lamps_jax.clock import VirtualClock
+from lamps_jax.clock import VirtualClock, WallClock
 from lamps_jax.request import ApiCall
 
 
@@ -65,3 +65,44 @@ def test_timeouts_failures_and_tools_share_one_deadline_view() -> None:
     clock.advance(3.0)
     assert [(r.req_id, r.error) for r in executor.poll()] == [("long", "API call 'qa' timed out after 4.0 s")]
     executor.shutdown()
+
+
+def test_a_hung_tool_gives_its_slot_back_when_it_times_out() -> None:
+    clock = WallClock()
+    executor = ApiExecutor(clock, timeout=0.2, max_workers=1)
+    release = threading.Event()
+    executor.register_tool("hang", lambda: release.wait(30) and "late")
+    executor.register_tool("quick", lambda: "fast")
+
+    def result_of(req_id: str, call: ApiCall):
+        executor.submit(req_id, call)
+        give_up = time.monotonic() + 10
+        while time.monotonic() < give_up:
+            results = executor.poll()
+            if results:
+                return results[0]
+            time.sleep(0.01)
+        raise AssertionError("no result")
+
+    assert "timed out" in result_of("hung", ApiCall("hang", arguments={})).error
+    assert executor.tool_runner.num_abandoned == 1  # its thread still runs, unobserved
+    after = result_of("next", ApiCall("quick", arguments={}))  # the only slot is free again
+    assert (after.error, after.text) == (None, "fast")
+    release.set()
+    executor.shutdown()
+
+
+def test_calls_past_the_slot_limit_wait_in_order_and_cancels_release_slots() -> None:
+    executor = ApiExecutor(VirtualClock(), timeout=None, max_workers=1)
+    gate = threading.Event()
+    executor.register_tool("gated", lambda tag: gate.wait(10) and tag)
+    for tag in ("a", "b", "c"):
+        executor.submit(tag, ApiCall("gated", arguments={"tag": tag}))
+    executor.cancel("a")  # abandoned while running: b starts in its slot
+    executor.cancel("c")  # cancelled while queued: never starts
+    gate.set()
+    results, give_up = [], time.monotonic() + 10
+    while not results and time.monotonic() < give_up:
+        results = executor.poll()
+    assert [(r.req_id, r.text) for r in results] == [("b", "b")]
+    assert executor.num_pending == 0

@@ -249,3 +249,23 @@ def test_external_pause_and_resume(tiny_model, strategy: str) -> None:
     assert out.token_ids[:6] == first + [50, 51, 52]
     assert out.token_ids[6:] == dense_greedy(tiny_model, prompt + first + [50, 51, 52], 3)
     assert_nothing_leaked(engine)
+
+
+def test_stop_strings_and_tool_calls_are_read_only_in_what_the_model_generated(tiny_model) -> None:
+    engine = api_engine(tiny_model, "preserve", tool_call_tags=("<tool_call>", "</tool_call>"))
+    tok = tiny_model.tokenizer
+    result_text = "STOP " + TOOL_CALL  # an API result that holds a stop string and a complete tool call
+
+    def spell(text: str) -> tuple[int, ...]:
+        return tuple(tok.encode(text, add_special_tokens=False))
+
+    segments = [
+        Segment(2, ApiCall("sim", duration=0.0, result_token_ids=spell(result_text)), token_ids=spell("hi")),
+        Segment(8, token_ids=spell("abSTOPcd")),
+    ]
+    req_id = engine.add_request([5, 6, 7], SamplingParams(stop=("STOP",), ignore_eos=True), segments=segments)
+    out = drain(engine)[req_id]
+    assert out.num_api_calls == 1  # the tool call inside the result was not made
+    assert out.finish_reason == "stop" and out.stop_reason == "STOP"
+    assert out.text == "hi" + result_text + "ab"  # ends at the generated stop string, the result kept whole
+    assert_nothing_leaked(engine)
