@@ -192,11 +192,10 @@ class LLMEngine:
         self.clock.wait_until(min(deadlines) if deadlines else self.clock.now() + IDLE_WAIT_SECONDS)
 
     def _finish(self, req_id: str, status: RequestStatus) -> Request | None:
-        """Ends a request everywhere: scheduler (pages), API executor (its call) and runner (host copy)."""
+        """Ends a request everywhere: scheduler (device and host pages) and API executor (its call)."""
         request = self.scheduler.finish_request(req_id, status)
         if request is not None:
             self.api.cancel(req_id)
-            self.runner.release(req_id)
         return request
 
     def _finish_in_step(self, req_id: str, status: RequestStatus) -> None:

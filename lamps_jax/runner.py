@@ -25,7 +25,7 @@ from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
 from lamps_jax.paged_kv.kv_cache import KVPages
-from lamps_jax.paged_kv.swap import HostKV, HostSwapper
+from lamps_jax.paged_kv.swap import HostSwapper
 from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 
@@ -101,8 +101,9 @@ class JaxRunner:
         }
         self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
-        self.swapper = HostSwapper(self.device, -(-max_model_len // page_size)) if sched.num_host_pages else None
-        self.host_kv: dict[str, HostKV] = {}  # swapped-out requests
+        self.swapper = None
+        if sched.num_host_pages:  # the host pool's pages, page 0 included
+            self.swapper = HostSwapper(self.device, self.kv, sched.num_host_pages + 1, -(-max_model_len // page_size))
 
     @property
     def _static_args(self) -> dict:
@@ -134,14 +135,13 @@ class JaxRunner:
     # ---- swapping ---------------------------------------------------------------------------
     def _swap(self, sched_out: SchedulerOutput) -> None:
         """Dispatches the step's copies before its compute (the pages freed by a swap-out may be reused)."""
-        for req_id, page_ids in sched_out.swap_out:
-            self.host_kv[req_id] = self.swapper.swap_out(self.kv, page_ids)
-        for req_id, page_ids in sched_out.swap_in:
-            self.swapper.swap_in(self.kv, self.host_kv.pop(req_id), page_ids)
-
-    def release(self, req_id: str) -> None:
-        """Drops what the runner holds for a request that ended (its host copy, if swapped out)."""
-        self.host_kv.pop(req_id, None)
+        if self.swapper is None:
+            return
+        self.swapper.flush()  # earlier steps' swap-outs, done by now, land in the host store
+        for copy in sched_out.swap_out:
+            self.swapper.swap_out(self.kv, copy.page_ids, copy.host_page_ids)
+        for copy in sched_out.swap_in:
+            self.swapper.swap_in(self.kv, copy.host_page_ids, copy.page_ids)
 
     # ---- one step ---------------------------------------------------------------------------
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:

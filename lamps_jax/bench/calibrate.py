@@ -78,16 +78,17 @@ def _iteration_points(runner: JaxRunner, token_budget: int, repeats: int) -> lis
 
 
 def _swap_times(runner: JaxRunner, swapper: HostSwapper, num_pages: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of swapping ``num_pages`` pages out, and of swapping them back into other pages."""
+    """Median seconds of swapping ``num_pages`` pages out to host pages (landed in the store), and of
+    swapping them back into other device pages."""
     source, target = list(range(1, num_pages + 1)), list(range(num_pages + 1, 2 * num_pages + 1))
-    host = swapper.swap_out(runner.kv, source)
+    host_pages = list(range(1, num_pages + 1))
 
-    def swap_out() -> tuple:
-        out = swapper.swap_out(runner.kv, source)
-        return out.k, out.v
+    def swap_out() -> None:
+        swapper.swap_out(runner.kv, source, host_pages)
+        swapper.flush()
 
     def swap_in() -> tuple:
-        swapper.swap_in(runner.kv, host, target)
+        swapper.swap_in(runner.kv, host_pages, target)
         return runner.kv.k, runner.kv.v
 
     return _median_seconds(swap_out, repeats), _median_seconds(swap_in, repeats)

@@ -1,9 +1,10 @@
 """Swap throughput (device <-> host KV pages) against plain copies of the same bytes, in one run.
 
-For each page count: the engine's swap-out (gather + copy to host memory) and swap-in (copy back +
-scatter into the page arrays) in GB/s, next to ``np.copy`` and a bare ``jax.device_put`` of the
-same number of bytes. Then the step-time overhead of swaps in flight: a decode step alone, the
-swaps alone, and both dispatched together; overlap = how much of the swap time was hidden.
+For each page count: the engine's swap-out (gather, copy to host memory, landed in the host page
+store) and swap-in (host pages copied back and scattered into the page arrays) in GB/s, next to
+``np.copy`` and a bare host->device copy of the same number of bytes. Then the step-time overhead
+of swaps in flight, issued through the runner as the engine issues them: a decode step alone, the
+swaps alone, and both together; overlap = how much of the swap time was hidden.
 Results: a console table and ``swap_throughput.{json,md}`` in the output directory.
 """
 
@@ -26,7 +27,7 @@ from lamps_jax.paged_kv.kv_cache import KVPages
 from lamps_jax.paged_kv.swap import HostSwapper
 from lamps_jax.request import Request, SamplingParams
 from lamps_jax.runner import JaxRunner
-from lamps_jax.scheduler.output import ScheduledChunk, SchedulerOutput
+from lamps_jax.scheduler.output import ScheduledChunk, SchedulerOutput, SwapCopy
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -55,20 +56,22 @@ def _throughput_row(swapper: HostSwapper, kv: KVPages, count: int, repeats: int)
     """GB/s of swapping ``count`` pages each way, and of plain copies of the same bytes."""
     source = list(range(1, count + 1))
     target = list(range(count + 1, 2 * count + 1))
-    host = swapper.swap_out(kv, source)
-    nbytes = host.nbytes * count // len(host.k[0, 0])  # real pages only, not the bucket's padding
-    as_numpy = np.asarray(host.k)
-    on_device = jax.device_put(as_numpy, swapper.device_sharding)
+    host_pages = list(range(1, count + 1))
+    nbytes = count * swapper.store_k[0].nbytes * 2  # K and V of the real pages
+    as_numpy = np.copy(swapper.store_k[1 : count + 1])
+
+    def swap_out() -> None:
+        swapper.swap_out(kv, source, host_pages)
+        swapper.flush()
+
     times = {
-        "swap_out": _median_seconds(lambda: swapper.swap_out(kv, source).k, repeats),
-        "swap_in": _median_seconds(lambda: (swapper.swap_in(kv, host, target), kv.k)[1], repeats),
+        "swap_out": _median_seconds(swap_out, repeats),
+        "swap_in": _median_seconds(lambda: (swapper.swap_in(kv, host_pages, target), kv.k)[1], repeats),
         "np.copy": _median_seconds(lambda: (np.copy(as_numpy), np.copy(as_numpy)), repeats),
-        "device_put d->h": _median_seconds(lambda: jax.device_put(on_device, swapper.host_sharding), repeats),
-        "device_put h->d": _median_seconds(lambda: jax.device_put(host.k, swapper.device_sharding), repeats),
+        "device_put": _median_seconds(lambda: jax.device_put(as_numpy, swapper.device_sharding), repeats),
     }
-    # np.copy runs twice over K (= nbytes); the bare device_puts move K only (nbytes / 2).
-    moved = {"swap_out": nbytes, "swap_in": nbytes, "np.copy": nbytes}
-    moved |= {"device_put d->h": nbytes // 2, "device_put h->d": nbytes // 2}
+    # np.copy runs twice over K (= nbytes); the bare device_put moves K only (nbytes / 2).
+    moved = {"swap_out": nbytes, "swap_in": nbytes, "np.copy": nbytes, "device_put": nbytes // 2}
     return {"pages": count, "mib": nbytes / 2**20} | {k: moved[k] / t / 1e9 for k, t in times.items()}
 
 
@@ -80,7 +83,7 @@ def run_swap_benchmark(model: str, page_counts: list[int], repeats: int, output_
     num_pages = 2 * max_pages + batch * (context // 16 + 2) + 2
     config = EngineConfig(
         cache=CacheConfig(page_size=16, num_pages=num_pages),
-        scheduler=SchedulerConfig(max_num_seqs=batch, max_num_batched_tokens=64, num_host_pages=max_pages),
+        scheduler=SchedulerConfig(max_num_seqs=batch, max_num_batched_tokens=64, num_host_pages=2 * max_pages),
         max_model_len=max(2048, max_pages * 16),
     )
     runner = JaxRunner(loaded.config, loaded.params, config, num_pages, config.max_model_len)
@@ -90,15 +93,20 @@ def run_swap_benchmark(model: str, page_counts: list[int], repeats: int, output_
 
     step_out = _decode_batch(runner, batch, context, first_page=2 * max_pages + 1)
     source, target = list(range(1, max_pages + 1)), list(range(max_pages + 1, 2 * max_pages + 1))
-    held = swapper.swap_out(kv, source)
+    copies = {  # through the runner, as the engine issues them: out of and into distinct host pages
+        "swap_out": [SwapCopy("out", source, list(range(max_pages + 1, 2 * max_pages + 1)))],
+        "swap_in": [SwapCopy("in", target, list(range(1, max_pages + 1)))],
+    }
 
     def swaps():
-        swapper.swap_in(kv, held, target)
-        return swapper.swap_out(kv, source).k
+        runner.execute(SchedulerOutput([], **copies))
+        swapper.flush()
+        return kv.k
 
     def step_with_swaps():
-        swaps()
-        return runner.execute(step_out)
+        runner.execute(SchedulerOutput(step_out.scheduled, **copies))
+        swapper.flush()
+        return kv.k
 
     step_alone = _median_seconds(lambda: runner.execute(step_out), repeats)
     swaps_alone = _median_seconds(swaps, repeats)

@@ -1,16 +1,22 @@
-"""Swapping a request's KV pages between device page arrays and host memory (JAX memory kinds).
+"""Swapping KV pages between the device page arrays and a preallocated host page store.
 
-Swap-out is one jitted gather of the request's pages over all layers whose output lands in
-``pinned_host`` memory; swap-in is a ``device_put`` back followed by one jitted scatter that donates
-the page arrays. Page counts are padded to power-of-two buckets with page 0 (the padding page), so
-every bucket is compiled once in ``warmup``. All calls dispatch asynchronously: a swap issued before
-a step overlaps with it wherever the backend runs copies and compute concurrently, and JAX's buffer
-dependencies order the copies against the steps that reuse the pages.
+The host store holds ``num_host_pages`` pages (page 0 = padding, as on the device) for K and V,
+``[P_host, L, K, S, H]`` each, allocated once: the host memory the scheduler's host pool counts is
+exactly the memory used. A swap moves pages between device page ids and host page ids:
+- out: one jitted gather of the device pages over all layers (page count padded to a power-of-two
+  bucket with page 0), a device->host copy started at once (``copy_to_host_async``), and a write
+  into the store's host pages that completes lazily (``flush``, at the next swap or step), so the
+  copy overlaps the step it was issued before;
+- in: the store's host pages (padded the same way), one ``device_put``, and one jitted scatter that
+  donates the page arrays.
+The store is host (pageable) memory, not a JAX ``pinned_host`` array: JAX 0.10-0.12 cannot gather
+from a ``pinned_host`` array inside a jitted function ("memory_space of all inputs ... must be the
+same"), so a store of that kind could not be indexed by host page ids. Every bucket is compiled in
+``warmup``; all calls dispatch asynchronously and JAX's buffer dependencies order them against the
+steps that reuse the device pages.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -19,62 +25,72 @@ import numpy as np
 from lamps_jax.paged_kv.kv_cache import KVPages
 
 
-@dataclass(frozen=True)
-class HostKV:
-    """One request's swapped-out pages: [L, K, n, S, H] each, n = the padded page count."""
-
-    k: jax.Array
-    v: jax.Array
-    num_pages: int  # real pages; the rest of the bucket is padding
-
-    @property
-    def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes
-
-
 def _gather(k_pages: list[jax.Array], v_pages: list[jax.Array], page_ids: jax.Array):
-    return jnp.stack([k[:, page_ids] for k in k_pages]), jnp.stack([v[:, page_ids] for v in v_pages])
+    """[n, L, K, S, H] for K and V: the pages one after another, each contiguous over its layers."""
+    return tuple(jnp.stack([x[:, page_ids] for x in pages]).transpose(2, 0, 1, 3, 4) for pages in (k_pages, v_pages))
 
 
 def _scatter(k_pages: list[jax.Array], v_pages: list[jax.Array], k_host, v_host, page_ids: jax.Array):
-    new_k = [k.at[:, page_ids].set(k_host[i]) for i, k in enumerate(k_pages)]
-    new_v = [v.at[:, page_ids].set(v_host[i]) for i, v in enumerate(v_pages)]
+    """Inverse of ``_gather``: [n, L, K, S, H] into the pages ``page_ids`` of every layer."""
+    new_k = [k.at[:, page_ids].set(k_host[:, i].swapaxes(0, 1)) for i, k in enumerate(k_pages)]
+    new_v = [v.at[:, page_ids].set(v_host[:, i].swapaxes(0, 1)) for i, v in enumerate(v_pages)]
     return new_k, new_v
 
 
 class HostSwapper:
-    def __init__(self, device: jax.Device, max_pages_per_request: int) -> None:
-        kinds = {m.kind for m in device.addressable_memories()}
-        memory_kind = "pinned_host" if "pinned_host" in kinds else "unpinned_host"
-        self.host_sharding = jax.sharding.SingleDeviceSharding(device, memory_kind=memory_kind)
+    def __init__(self, device: jax.Device, kv: KVPages, num_host_pages: int, max_pages_per_request: int) -> None:
         self.device_sharding = jax.sharding.SingleDeviceSharding(device)
+        num_kv_heads, _, page_size, head_dim = kv.k[0].shape
+        page_shape = (len(kv.k), num_kv_heads, page_size, head_dim)
+        self.store_k = np.zeros((num_host_pages, *page_shape), kv.k[0].dtype)
+        self.store_v = np.zeros_like(self.store_k)
         self.buckets = [1]
         while self.buckets[-1] < max_pages_per_request:
             self.buckets.append(self.buckets[-1] * 2)
-        self._gather = jax.jit(_gather, out_shardings=(self.host_sharding, self.host_sharding))
+        self._gather = jax.jit(_gather)
         self._scatter = jax.jit(_scatter, donate_argnums=(0, 1))
+        self._pending: list[tuple[np.ndarray, jax.Array, jax.Array]] = []  # (host ids, K, V) copies in flight
 
-    def _padded_ids(self, page_ids: list[int]) -> np.ndarray:
-        bucket = next(b for b in self.buckets if b >= len(page_ids))
-        ids = np.zeros(bucket, np.int32)
-        ids[: len(page_ids)] = page_ids
-        return ids
+    @property
+    def nbytes(self) -> int:
+        """Host memory of the store (all host pages, allocated up front)."""
+        return self.store_k.nbytes + self.store_v.nbytes
 
-    def swap_out(self, kv: KVPages, page_ids: list[int]) -> HostKV:
-        k, v = self._gather(kv.k, kv.v, self._padded_ids(page_ids))
-        return HostKV(k, v, len(page_ids))
+    def _padded(self, ids: list[int]) -> np.ndarray:
+        bucket = next(b for b in self.buckets if b >= len(ids))
+        padded = np.zeros(bucket, np.int32)
+        padded[: len(ids)] = ids
+        return padded
 
-    def swap_in(self, kv: KVPages, host: HostKV, page_ids: list[int]) -> None:
-        """Writes ``host`` into ``page_ids`` (as many as it holds) of ``kv``, in place."""
-        if len(page_ids) != host.num_pages:
-            raise ValueError(f"swap-in of {host.num_pages} pages into {len(page_ids)} device pages")
-        ids = self._padded_ids(page_ids)
-        k_dev, v_dev = jax.device_put((host.k, host.v), self.device_sharding)
-        kv.k, kv.v = self._scatter(kv.k, kv.v, k_dev, v_dev, ids)
+    def swap_out(self, kv: KVPages, page_ids: list[int], host_page_ids: list[int]) -> None:
+        """Copies device ``page_ids`` into host ``host_page_ids``; the device pages may be reused at once."""
+        if len(page_ids) != len(host_page_ids):
+            raise ValueError(f"swap-out of {len(page_ids)} device pages into {len(host_page_ids)} host pages")
+        k, v = self._gather(kv.k, kv.v, self._padded(page_ids))
+        k.copy_to_host_async()
+        v.copy_to_host_async()
+        self._pending.append((np.asarray(host_page_ids, np.int64), k, v))
+
+    def flush(self) -> None:
+        """Lands every swap-out issued so far in the store (in issue order; waits for copies in flight)."""
+        for host_ids, k, v in self._pending:
+            self.store_k[host_ids] = np.asarray(k)[: len(host_ids)]
+            self.store_v[host_ids] = np.asarray(v)[: len(host_ids)]
+        self._pending.clear()
+
+    def swap_in(self, kv: KVPages, host_page_ids: list[int], page_ids: list[int]) -> None:
+        """Writes host ``host_page_ids`` into device ``page_ids`` of ``kv``, in place."""
+        if len(page_ids) != len(host_page_ids):
+            raise ValueError(f"swap-in of {len(host_page_ids)} host pages into {len(page_ids)} device pages")
+        if any(np.isin(ids, host_page_ids).any() for ids, _, _ in self._pending):
+            self.flush()  # a copy still in flight lands in a page read here
+        host_ids = self._padded(host_page_ids)
+        k, v = jax.device_put((self.store_k[host_ids], self.store_v[host_ids]), self.device_sharding)
+        kv.k, kv.v = self._scatter(kv.k, kv.v, k, v, self._padded(page_ids))
 
     def warmup(self, kv: KVPages) -> None:
-        """Compiles every bucket: a round trip of padding pages (page 0 onto itself)."""
+        """Compiles every bucket: a round trip of padding pages (device and host page 0 onto themselves)."""
         for bucket in self.buckets:
-            host = self.swap_out(kv, [0] * bucket)
-            self.swap_in(kv, host, [0] * bucket)
+            self.swap_out(kv, [0] * bucket, [0] * bucket)
+            self.swap_in(kv, [0] * bucket, [0] * bucket)
         jax.block_until_ready(kv.k)

@@ -25,11 +25,24 @@ class ScheduledChunk:
 
 
 @dataclass(frozen=True)
+class SwapCopy:
+    """One request's pages moving between the device and the host page store (either way)."""
+
+    req_id: str
+    page_ids: list[int]  # device pages: copied out of (swap-out) or filled (swap-in)
+    host_page_ids: list[int]  # host store pages, one per device page
+
+    @property
+    def num_pages(self) -> int:
+        return len(self.page_ids)
+
+
+@dataclass(frozen=True)
 class SchedulerOutput:
     scheduled: list[ScheduledChunk]  # what runs this step, in scheduling order
     preempted_ids: list[str] = field(default_factory=list)  # pages freed, back to waiting (recompute)
-    swap_out: list[tuple[str, list[int]]] = field(default_factory=list)  # (req_id, device pages to copy out)
-    swap_in: list[tuple[str, list[int]]] = field(default_factory=list)  # (req_id, device pages to fill)
+    swap_out: list[SwapCopy] = field(default_factory=list)  # copied to the host before this step runs
+    swap_in: list[SwapCopy] = field(default_factory=list)  # copied back before this step runs
 
     @property
     def total_tokens(self) -> int:

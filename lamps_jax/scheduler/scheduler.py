@@ -25,7 +25,7 @@ from lamps_jax.config import SchedulerConfig
 from lamps_jax.paged_kv.page_pool import PagePool
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.cost_model import load_cost_model
-from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
+from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput, SwapCopy
 from lamps_jax.scheduler.policies import make_policy
 
 
@@ -125,7 +125,7 @@ class Scheduler:
         preempted: list[str] = []
 
         # A request swapped in this step is never a victim: its swap-in still scatters into its pages.
-        swapped_in = {req_id for req_id, _ in swap_in}
+        swapped_in = {copy.req_id for copy in swap_in}
         short_of_pages = False
         idx = 0
         while idx < len(self.running) and budget > 0:
@@ -169,7 +169,7 @@ class Scheduler:
         self.policy.after_admission(self)
         return SchedulerOutput(scheduled, preempted, swap_out, swap_in)
 
-    def _schedule_swaps(self) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
+    def _schedule_swaps(self) -> tuple[list[SwapCopy], list[SwapCopy]]:
         """Issues queued swap-outs, then swap-ins that fit, within the per-iteration page budget."""
         budget = self.config.max_swap_pages_per_step
         swap_out, swap_in = [], []
@@ -185,7 +185,7 @@ class Scheduler:
         while self.swap_out_queue and self._fits_swap_budget(len(self.swap_out_queue[0].page_ids), budget):
             request = self.swap_out_queue.popleft()
             budget -= len(request.page_ids)
-            swap_out.append((request.req_id, request.page_ids))
+            swap_out.append(SwapCopy(request.req_id, request.page_ids, list(request.host_page_ids)))
             # The copy is dispatched before the step that may reuse these pages, so they free now.
             self.page_pool.free(request.page_ids)
             request.page_ids = []
@@ -197,7 +197,7 @@ class Scheduler:
             self.swap_in_queue.popleft()
             budget -= num_pages
             request.page_ids = self.page_pool.allocate(num_pages)
-            swap_in.append((request.req_id, list(request.page_ids)))
+            swap_in.append(SwapCopy(request.req_id, list(request.page_ids), request.host_page_ids))
             self._free_host_pages(request)
             self.running.append(request)
             request.set_status(RequestStatus.RUNNING, self.clock.now())

@@ -26,16 +26,13 @@ class SimRunner:
     def warmup(self) -> None:
         """Nothing to compile."""
 
-    def release(self, req_id: str) -> None:
-        """No per-request state."""
-
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:
         compute = 0.0
         if sched_out.scheduled:
             context = sum(c.num_computed_tokens for c in sched_out.scheduled)
             compute = self.cost.iteration_time(sched_out.total_tokens, context)
-        swap = sum(self.cost.swap_time(len(pages) * self.page_size) for _, pages in sched_out.swap_out)
-        swap += sum(self.cost.swap_time(len(pages) * self.page_size) for _, pages in sched_out.swap_in)
+        copies = sched_out.swap_out + sched_out.swap_in
+        swap = sum(self.cost.swap_time(copy.num_pages * self.page_size) for copy in copies)
         elapsed = max(compute, swap)
         self.clock.advance(elapsed)
         self.num_iterations += 1

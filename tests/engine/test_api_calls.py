@@ -43,7 +43,7 @@ def assert_nothing_leaked(engine: LLMEngine) -> None:
     if s.host_pool is not None:
         s.host_pool.check_invariants()
         assert s.host_pool.num_free == s.host_pool.num_usable
-    assert not engine.runner.host_kv and not engine.api.num_pending
+    assert not engine.api.num_pending
     assert not (s.requests or s.paused or s.swap_in_queue or s.swap_out_queue or s.running or s.waiting)
 
 
@@ -97,24 +97,59 @@ def test_api_calls_give_identical_greedy_output_under_every_strategy(tiny_model)
         assert tokens == expected_tokens(tiny_model, prompt, segments)
 
 
-def test_swap_round_trip_is_bit_exact_for_every_layer(tiny_model) -> None:
-    engine = api_engine(tiny_model, "swap")
+def test_swaps_under_heavy_page_reuse_keep_greedy_outputs(tiny_model) -> None:
+    """15 usable device pages for requests of up to 11: every freed page is handed out again at once."""
+    engine = api_engine(tiny_model, "swap", num_pages=16, num_host_pages=64)
+    rng = np.random.default_rng(5)
+    requests = []
+    for _ in range(6):
+        prompt = [int(t) for t in rng.integers(1, 256, size=int(rng.integers(6, 13)))]
+        segments = [
+            Segment(
+                int(rng.integers(3, 7)),
+                ApiCall("sim", duration=0.005, result_token_ids=tuple(int(t) for t in rng.integers(1, 256, size=4))),
+            )
+            for _ in range(2)
+        ] + [Segment(int(rng.integers(3, 7)))]
+        requests.append((prompt, segments))
+    swapped_out_pages, reused = set(), set()
+    schedule = engine.scheduler.schedule
+
+    def recording_schedule():
+        out = schedule()
+        reused.update(swapped_out_pages & {p for c in out.scheduled for p in c.request.page_ids})
+        reused.update(swapped_out_pages & {p for copy in out.swap_in for p in copy.page_ids})
+        swapped_out_pages.update(p for copy in out.swap_out for p in copy.page_ids)
+        return out
+
+    engine.scheduler.schedule = recording_schedule
+    ids = [engine.add_request(p, SamplingParams(ignore_eos=True), segments=s) for p, s in requests]
+    done = drain(engine)
+    assert engine.scheduler.strategy_counts["swap"] >= 6 and reused
+    for req_id, (prompt, segments) in zip(ids, requests):
+        assert done[req_id].token_ids == expected_tokens(tiny_model, prompt, segments)
+    assert_nothing_leaked(engine)
+
+
+def test_swap_round_trip_through_host_pages_is_bit_exact_for_every_layer(tiny_model) -> None:
+    engine = api_engine(tiny_model, "swap", num_host_pages=8)
     runner = engine.runner
     rng = np.random.default_rng(0)
     runner.kv.k = [k + rng.normal(size=k.shape).astype(np.float32) for k in runner.kv.k]
     runner.kv.v = [v + rng.normal(size=v.shape).astype(np.float32) for v in runner.kv.v]
     before_k = [np.asarray(k) for k in runner.kv.k]
     before_v = [np.asarray(v) for v in runner.kv.v]
-    source, target = [9, 3, 17], [40, 41, 5]
-    host = runner.swapper.swap_out(runner.kv, source)
-    assert host.k.sharding.memory_kind in ("pinned_host", "unpinned_host")
-    runner.swapper.swap_in(runner.kv, host, target)
+    source, host_pages, target = [9, 3, 17], [8, 2, 5], [40, 41, 5]
+    runner.swapper.swap_out(runner.kv, source, host_pages)
+    runner.swapper.swap_in(runner.kv, host_pages, target)  # reads the pages before their copy has landed
     for layer in range(tiny_model.config.num_layers):
         for before, after in ((before_k[layer], runner.kv.k[layer]), (before_v[layer], runner.kv.v[layer])):
             after = np.asarray(after)
             assert np.array_equal(after[:, target], before[:, source])
             untouched = [p for p in range(1, before.shape[1]) if p not in target]
             assert np.array_equal(after[:, untouched], before[:, untouched])
+    page_bytes = tiny_model.config.kv_bytes_per_token * engine.config.cache.page_size
+    assert runner.swapper.nbytes == 9 * page_bytes  # the host pool's 8 pages and the padding page, no more
 
 
 def test_swap_falls_back_to_discard_when_the_host_pool_is_full(tiny_model) -> None:

@@ -150,9 +150,9 @@ def test_a_request_swapped_in_this_step_is_never_the_preemption_victim() -> None
     s.resume("b", [5])
     held = s.page_pool.allocate(s.page_pool.num_free - len(b.host_page_ids))  # no page to spare after b's swap-in
     out = s.schedule()
-    assert [req_id for req_id, _ in out.swap_in] == ["b"]
+    assert [copy.req_id for copy in out.swap_in] == ["b"]
     assert out.preempted_ids == ["a"]  # fcfs would pick the latest arrival, b, were it a candidate
-    swapped_in_pages = out.swap_in[0][1]
+    swapped_in_pages = out.swap_in[0].page_ids
     assert b.status is RequestStatus.RUNNING and b.page_ids[: len(swapped_in_pages)] == swapped_in_pages
     owned = [p for r in s.requests.values() for p in r.page_ids] + held
     assert len(owned) == len(set(owned)) == s.page_pool.num_usable - s.page_pool.num_free
@@ -173,8 +173,8 @@ def test_infercept_swap_budget_goes_to_the_most_wasteful_and_is_respected() -> N
     order = []
     for _ in range(10):
         out = s.schedule()
-        assert sum(len(p) for _, p in out.swap_out) <= 8 or len(out.swap_out) == 1
-        order += [req_id for req_id, _ in out.swap_out]
+        assert sum(copy.num_pages for copy in out.swap_out) <= 8 or len(out.swap_out) == 1
+        order += [copy.req_id for copy in out.swap_out]
         s.update(out, fake_run(out))
     assert order == ["r3", "r2", "r1", "r0"]  # largest context first (same elapsed time)
 

@@ -55,7 +55,7 @@ def check_step(s: Scheduler, out: SchedulerOutput) -> None:
     assert len(s.running) <= s.config.max_num_seqs
     ids = [c.req_id for c in out.scheduled]
     assert len(ids) == len(set(ids))
-    assert not set(out.preempted_ids) & {req_id for req_id, _ in out.swap_in}, "a request swapped in was preempted"
+    assert not set(out.preempted_ids) & {copy.req_id for copy in out.swap_in}, "a request swapped in was preempted"
     owned = [p for r in s.requests.values() for p in r.page_ids]
     assert len(owned) == len(set(owned)), "a page is owned by two requests"
     assert len(owned) + s.page_pool.num_free == s.page_pool.num_usable

@@ -2,7 +2,8 @@
 
 At arrival and at every resume (whatever the last call's strategy was) the request's next call is
 forecast (pre-API length from the length predictor, API time from the per-type mean), the cheapest
-strategy is fixed for that call and used once, and the request's score is the predicted memory-time area under that strategy (``waste.memory_time_score``).
+strategy is fixed for that call and used once, and the request's score is the predicted
+memory-time area under that strategy (``waste.memory_time_score``).
 Waiting requests are admitted in ascending score; one passed over for ``starvation_threshold``
 iterations goes to the front. Scores are computed once per segment (arrival, resume) and cached;
 the queue is fully re-sorted every ``resort_interval`` iterations (0 = every iteration), which is
