@@ -2,7 +2,8 @@
 
 In: token counts of the request and of the batch around it, a (predicted) API duration and a
 ``CostModel``. Out: areas in tokens x seconds: the waste of Preserve / Discard / Swap for one API
-call (INFERCEPT's equations, see docs/LAMPS.md), the cheapest strategy, and the LAMPS ranking score,
+call (INFERCEPT's equations: Abhyankar et al., arXiv 2402.01869, as LAMPS uses them in Shahout et
+al., arXiv 2410.18248), the cheapest strategy, and the LAMPS ranking score,
 the predicted memory-over-time area of a request (smaller runs first).
 """
 
@@ -42,7 +43,7 @@ def discard_waste(context: int, other_context: int, cost: CostModel, running_tok
         W_D = Σ_{j=1..n} f(chunk_j, R_{j-1}) · (R_j + C_other)
 
     Only the last chunk can be partial, and it is charged at its own size. With b = 0 and C a multiple
-    of the chunk this is LAMPS.md's Σ f(chunk)·j·chunk + n·f(chunk)·C_other; for C <= chunk (n = 1)
+    of the chunk this is the LAMPS paper's Σ f(chunk)·j·chunk + n·f(chunk)·C_other; for C <= chunk (n = 1)
     it is INFERCEPT's unchunked f(C)·C + f(C)·C_other.
     """
     _check_counts(other_context=other_context)

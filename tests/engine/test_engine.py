@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lamps_jax.engine import LLM, LLMEngine
 from lamps_jax.request import SamplingParams
 from tests.conftest import small_engine_config
@@ -96,6 +98,7 @@ def test_llm_generate_keeps_prompt_order_and_reports_latency() -> None:
     assert all(0 < o.time_to_first_token <= o.latency for o in outs)
 
 
+@pytest.mark.slow
 def test_smollm2_answers_a_chat_question(smollm2_model) -> None:
     engine = LLMEngine(
         smollm2_model,

@@ -33,7 +33,12 @@ def test_request_that_can_never_fit_the_kv_memory(tiny_model) -> None:
     engine = LLMEngine(tiny_model, small_engine_config(page_size=4, num_pages=9))  # 8 pages = 32 tokens
     with pytest.raises(InvalidRequestError, match="KV memory holds 8 pages"):
         engine.add_request([1] * 20, SamplingParams(max_tokens=20))
-    engine.add_request([1] * 20, SamplingParams(max_tokens=12))  # exactly 32 tokens: fits
+    req_id = engine.add_request([1] * 20, SamplingParams(max_tokens=12, ignore_eos=True))  # exactly 32 tokens: fits
+    outputs = []
+    while engine.has_unfinished_requests():
+        outputs += engine.step()
+    assert [(o.req_id, o.finish_reason, len(o.token_ids)) for o in outputs] == [(req_id, "length", 12)]
+    assert engine.page_pool.num_free == engine.page_pool.num_usable
 
 
 @pytest.mark.parametrize(

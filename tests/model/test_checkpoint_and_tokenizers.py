@@ -39,6 +39,7 @@ def test_byte_tokenizer_round_trips_any_text() -> None:
     assert len(tok) == 512 and tok.eos_token_id == 0
 
 
+@pytest.mark.slow
 def test_gguf_tokenizer_matches_transformers(smollm2_model) -> None:
     transformers = pytest.importorskip("transformers")
     path = smollm2_gguf_path()

@@ -13,6 +13,7 @@ from lamps_jax.model.llama import forward_dense
 from lamps_jax.model.weights import init_params, load_hf_directory, save_hf_directory
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(

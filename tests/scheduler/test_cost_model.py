@@ -121,6 +121,7 @@ def test_fit_plane_recovers_a_plane() -> None:
         fit_plane([(x, 2 * x, x) for x in range(5)])
 
 
+@pytest.mark.slow
 def test_calibrate_smoke_on_tiny(tmp_path) -> None:
     """The whole calibration on the tiny preset (about 30 s on a CPU, mostly compiling the engine)."""
     from lamps_jax.bench.calibrate import calibrate
