@@ -21,7 +21,16 @@ from lamps_jax.clock import Clock, WallClock
 from lamps_jax.config import EngineConfig
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.paged_kv.page_pool import PagePool
-from lamps_jax.request import ApiCall, KVStrategy, Request, RequestOutput, RequestStatus, SamplingParams, Segment
+from lamps_jax.request import (
+    ApiCall,
+    ApiCallRecord,
+    KVStrategy,
+    Request,
+    RequestOutput,
+    RequestStatus,
+    SamplingParams,
+    Segment,
+)
 from lamps_jax.runner import JaxRunner
 from lamps_jax.scheduler.scheduler import Scheduler
 
@@ -126,7 +135,15 @@ class LLMEngine:
         request = self.scheduler.paused.get(req_id)
         if request is None:
             raise InvalidRequestError(f"request {req_id!r} is not paused")
-        self._resume(request, self._tokenize(result) if isinstance(result, str) else [int(t) for t in result])
+        tokens = self._tokenize(result) if isinstance(result, str) else [int(t) for t in result]
+        self._record_call(request, "ok", None)
+        self._resume(request, tokens)
+
+    def _record_call(self, request: Request, status: str, error: str | None) -> None:
+        """Keeps the outcome of the request's call in flight for its output (``RequestOutput.api_calls``)."""
+        duration = self.clock.now() - request.events[-1][1]  # since the pause: the status is unchanged meanwhile
+        call = ApiCallRecord(request.api_call.name, status, error, duration, request.strategy.value)
+        request.api_call_records.append(call)
 
     # ---- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -162,6 +179,7 @@ class LLMEngine:
         request = self.scheduler.paused.get(result.req_id)
         if request is None:  # aborted meanwhile
             return
+        self._record_call(request, result.status, result.error)
         text = result.text if result.error is None else f"error: {result.error}"
         if result.error is not None and self.config.api_error_policy == "abort":
             request.error = result.error
@@ -277,6 +295,7 @@ class LLMEngine:
             num_api_calls=request.num_api_calls,
             num_generated_tokens=request.num_generated_tokens,
             timeline=tuple((status.value, t) for status, t in request.events),
+            api_calls=tuple(request.api_call_records),
         )
 
 

@@ -123,6 +123,7 @@ class Request:
     strategy: KVStrategy | None = None  # set while paused (PAUSED_API)
     api_call: ApiCall | None = None  # the call in flight
     num_api_calls: int = 0
+    api_call_records: list[ApiCallRecord] = field(default_factory=list)  # calls that returned
     result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
     priority: float = 0.0  # the policy's waiting-queue key, smaller first (LAMPS score, SJF length)
     planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
@@ -180,6 +181,17 @@ class Request:
 
 
 @dataclass(frozen=True)
+class ApiCallRecord:
+    """One API call a request made, as a program reads it (the text keeps what the model saw)."""
+
+    name: str  # API type or tool name
+    status: str  # ok | error (raised or failed) | timeout | unknown_tool
+    error: str | None  # why, when status is not ok
+    duration: float  # seconds from the pause to the result
+    strategy: str  # what the request's KV did meanwhile: preserve, discard or swap
+
+
+@dataclass(frozen=True)
 class RequestOutput:
     req_id: str
     prompt: str | None
@@ -195,3 +207,4 @@ class RequestOutput:
     num_api_calls: int = 0
     num_generated_tokens: int = 0  # token_ids minus API results
     timeline: tuple[tuple[str, float], ...] = ()  # (status, clock time) of every transition
+    api_calls: tuple[ApiCallRecord, ...] = ()  # every call that returned, in order

@@ -28,6 +28,7 @@ class ApiResult:
     token_ids: tuple[int, ...] = ()  # a simulated call's answer, or a tool's when it returns token ids
     text: str | None = None  # a tool's answer, tokenized by the engine
     error: str | None = None
+    status: str = "ok"  # ok | error (raised or failed) | timeout | unknown_tool
 
 
 @dataclass
@@ -114,20 +115,25 @@ class ApiExecutor:
             if now < pending.deadline:
                 return None
             if call.duration > (self.timeout or float("inf")):
-                return ApiResult(req_id, call, error=f"API call {call.name!r} timed out after {self.timeout} s")
+                return ApiResult(
+                    req_id, call, error=f"API call {call.name!r} timed out after {self.timeout} s", status="timeout"
+                )
             if call.fails:
-                return ApiResult(req_id, call, error=f"API call {call.name!r} failed")
+                return ApiResult(req_id, call, error=f"API call {call.name!r} failed", status="error")
             return ApiResult(req_id, call, token_ids=call.result_token_ids)
         if pending.future is None:
-            return ApiResult(req_id, call, error=f"unknown tool {call.name!r}")
+            return ApiResult(req_id, call, error=f"unknown tool {call.name!r}", status="unknown_tool")
         if not pending.future.done():
             if now >= pending.deadline:
-                return ApiResult(req_id, call, error=f"tool {call.name!r} timed out after {self.timeout} s")
+                return ApiResult(
+                    req_id, call, error=f"tool {call.name!r} timed out after {self.timeout} s", status="timeout"
+                )
             return None
         try:
             value = pending.future.result()
         except Exception as err:  # a tool's own failure becomes the call's error result
-            return ApiResult(req_id, call, error=f"tool {call.name!r} raised {type(err).__name__}: {err}")
+            error = f"tool {call.name!r} raised {type(err).__name__}: {err}"
+            return ApiResult(req_id, call, error=error, status="error")
         if isinstance(value, list | tuple) and all(isinstance(t, int) for t in value):
             return ApiResult(req_id, call, token_ids=tuple(value))
         return ApiResult(req_id, call, text=str(value))

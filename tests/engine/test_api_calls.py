@@ -233,9 +233,16 @@ TOOL_CALL = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_cal
 
 
 @pytest.mark.parametrize(
-    ("tool_name", "expect"), [("add", "5"), ("async_add", "5"), ("boom", "error: tool"), ("sleepy", "timed out")]
+    ("tool_name", "expect", "status"),
+    [
+        ("add", "5", "ok"),
+        ("async_add", "5", "ok"),
+        ("boom", "error: tool", "error"),
+        ("sleepy", "timed out", "timeout"),
+        ("nope", "unknown tool", "unknown_tool"),
+    ],
 )
-def test_detected_tool_call_is_parsed_executed_and_appended(tiny_model, tool_name: str, expect: str) -> None:
+def test_detected_tool_call_is_parsed_executed_and_appended(tiny_model, tool_name: str, expect: str, status) -> None:
     engine = api_engine(tiny_model, "preserve", tool_call_tags=("<tool_call>", "</tool_call>"), api_timeout=0.5)
 
     async def async_add(a: int, b: int) -> str:
@@ -245,20 +252,23 @@ def test_detected_tool_call_is_parsed_executed_and_appended(tiny_model, tool_nam
     def boom(a: int, b: int) -> str:
         raise RuntimeError("no")
 
-    engine.register_tool(
-        tool_name,
-        {"add": lambda a, b: str(a + b), "async_add": async_add, "boom": boom, "sleepy": lambda a, b: time.sleep(2)}[
-            tool_name
-        ],
-    )
+    tools = {"add": lambda a, b: str(a + b), "async_add": async_add, "boom": boom, "sleepy": lambda a, b: time.sleep(2)}
+    if tool_name in tools:
+        engine.register_tool(tool_name, tools[tool_name])
     tok = tiny_model.tokenizer
     spelled = tuple(tok.encode(TOOL_CALL.replace('"add"', f'"{tool_name}"'), add_special_tokens=False)) + (33, 34)
     req_id = engine.add_request("Q:", SamplingParams(), segments=[Segment(len(spelled), token_ids=spelled)])
     out = drain(engine)[req_id]
     call_text = TOOL_CALL.replace('"add"', f'"{tool_name}"')
     assert out.text.startswith(call_text)
-    assert expect in out.text[len(call_text) :]
+    assert expect in out.text[len(call_text) :]  # the text keeps what the model saw
     assert out.finish_reason == "stop"
+    [call] = out.api_calls  # and a program reads the outcome without parsing text
+    assert (call.name, call.status, call.strategy) == (tool_name, status, "preserve")
+    assert (call.error is None) == (status == "ok") and (
+        call.error is None or expect.removeprefix("error: ") in call.error
+    )
+    assert call.duration >= (0.5 if status == "timeout" else 0.0)
     assert_nothing_leaked(engine)
 
 
