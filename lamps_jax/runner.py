@@ -2,10 +2,10 @@
 
 Scheduled chunks become query rows: decodes (1 new token) go into Q = 1 rows, prefill and
 recompute chunks are cut into rows of ``query_block`` tokens. Each group is padded to a
-power-of-two row bucket; every (Q, rows) bucket is compiled once in ``warmup()`` and the KV pages
-are donated to each call, so a steady run never recompiles (``num_compilations()`` counts traces).
-The jitted step is module-level with the model config static, so engines over the same model in
-one process share compiled executables.
+power-of-two row bucket; every (Q, rows) bucket is compiled once, ahead of time, in ``warmup()``
+and called as that executable with the KV pages donated, so a steady run never traces or compiles
+(``num_compilations()`` counts traces). The jitted step is module-level with the model config
+static, so engines over the same model in one process share traces and compiled code.
 Only the sampled token ids come back to the host: one ``device_get`` per step.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from lamps_jax.config import EngineConfig, ModelConfig
 from lamps_jax.model.llama import Params, forward_paged
@@ -115,20 +116,27 @@ class JaxRunner:
         }
 
     # ---- warm-up ----------------------------------------------------------------------------
-    def warmup(self) -> None:
-        """Compiles every bucket, then runs each once with an all-padding batch (touching only page 0).
+    def warmup(self, progress: bool = True) -> None:
+        """Compiles every bucket ahead of time, then runs each once with an all-padding batch.
 
-        XLA compiles release the GIL, so the buckets are compiled ahead of time on a thread pool;
-        the jitted step then finds them in its cache.
+        Lowering holds the GIL, so buckets are lowered one after another; XLA compiles release it,
+        so they run on a thread pool as the lowerings come. The steps then call these executables
+        directly: nothing is traced or compiled again (with the persistent compilation cache on,
+        a compile is a cache read).
         """
-        batches = [self._pad_arrays([], q_len, n) for q_len, buckets in self.row_buckets.items() for n in buckets]
-
-        def compile_bucket(arrays: tuple[StepInputs, SamplingInputs]) -> None:
-            _step.lower(self.params, self.kv.k, self.kv.v, *arrays, **self._static_args).compile()
-
+        shapes = [(n, q_len) for q_len, buckets in self.row_buckets.items() for n in buckets]
+        bar = tqdm(total=len(shapes), desc="compiling the serving step", unit="shape", disable=not progress)
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            list(pool.map(compile_bucket, batches))
-        jax.block_until_ready([self._call(arrays) for arrays in batches])
+            futures = {}
+            for shape in shapes:
+                lowered = _step.lower(
+                    self.params, self.kv.k, self.kv.v, *self._pad_arrays([], *shape[::-1]), **self._static_args
+                )
+                futures[shape] = pool.submit(lowered.compile)
+                futures[shape].add_done_callback(lambda _: bar.update(1))
+            self._executables = {shape: future.result() for shape, future in futures.items()}
+        bar.close()
+        jax.block_until_ready([self._call(self._pad_arrays([], q_len, n)) for n, q_len in shapes])
         if self.swapper is not None:
             self.swapper.warmup(self.kv)
 
@@ -201,5 +209,6 @@ class JaxRunner:
         )
 
     def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> jax.Array:
-        tokens, self.kv.k, self.kv.v = _step(self.params, self.kv.k, self.kv.v, *arrays, **self._static_args)
+        executable = self._executables[arrays[0].token_ids.shape]  # (rows, q_len): a warmed bucket
+        tokens, self.kv.k, self.kv.v = executable(self.params, self.kv.k, self.kv.v, *arrays)
         return tokens
