@@ -1,16 +1,4 @@
-"""``lamps-jax`` command line.
-
-lamps-jax generate --model smollm2-135m --prompt "What is 2+2?" --chat
-lamps-jax demo                      # a few chat prompts served concurrently, with throughput
-lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
-lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
-lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
-lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
-lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated at paper scale
-lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4,0.6 --seeds 0,1,2   # a sweep
-lamps-jax report bench_results/comparison.json  # tables and sweep plot again from a run's rows
-lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
-"""
+"""The ``lamps-jax`` command line: argument parsing and checks happen before JAX or a model loads."""
 
 from __future__ import annotations
 
@@ -22,10 +10,34 @@ from pathlib import Path
 
 from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
+from lamps_jax.model.sources import check_model_source
+from lamps_jax.request import SamplingParams
+from lamps_jax.scheduler.policies import POLICIES
+
+DESCRIPTION = "Serve augmented LLM requests (requests that pause for API calls) and compare their schedulers."
+EXAMPLES = """examples:
+  lamps-jax generate --model smollm2-135m --chat --prompt "What is 2+2?"
+  lamps-jax demo                      # a few chat prompts served concurrently, with throughput
+  lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated
+  lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4 --seeds 0,1,2   # a sweep
+  lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
+  lamps-jax report bench_results/comparison.json   # tables and sweep plot again from a run's rows
+  lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
+  lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
+  lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
+  lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
+"""
+COMPILING_COMMANDS = ("generate", "demo", "bench", "bench-engine", "bench-swap", "calibrate")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps the examples' line breaks."""
 
 
 def _enable_compilation_cache() -> None:
-    """Persist XLA executables between runs (LAMPS_JAX_CACHE_DIR, default ~/.cache/lamps_jax/xla)."""
+    """Persist XLA executables between runs (LAMPS_JAX_CACHE_DIR, default ~/.cache/lamps_jax/xla).
+
+    Every command that compiles turns it on; a warm cache turns each compile into a file read."""
     import jax
 
     cache_dir = os.environ.get("LAMPS_JAX_CACHE_DIR", str(Path.home() / ".cache" / "lamps_jax" / "xla"))
@@ -35,13 +47,13 @@ def _enable_compilation_cache() -> None:
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="preset (tiny), smollm2-135m, a .gguf file or a directory")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--page-size", type=int, default=16)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights, activations and KV")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-init presets and of unseeded sampling")
+    p.add_argument("--page-size", type=int, default=16, help="tokens per KV page")
     p.add_argument("--kv-memory-mib", type=int, default=256, help="device memory for KV pages")
-    p.add_argument("--max-num-seqs", type=int, default=32)
+    p.add_argument("--max-num-seqs", type=int, default=32, help="requests running at once")
     p.add_argument("--max-num-batched-tokens", type=int, default=256, help="token budget per iteration")
-    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-model-len", type=int, default=None, help="context limit (default: the model's, <= 2048)")
     p.add_argument("--policy", default="fcfs", help="fcfs, vllm, infercept, sjf, lamps or lamps_no_rank")
     p.add_argument(
         "--kv-strategy",
@@ -68,11 +80,21 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
-    p.add_argument("--max-tokens", type=int, default=max_tokens)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=max_tokens, help="tokens to generate per prompt")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="0 = no limit")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def _sampling_params(args: argparse.Namespace) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        stop=tuple(args.stop),
+    )
 
 
 def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> None:
@@ -80,26 +102,22 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     from rich.table import Table
 
     from lamps_jax.engine import LLM
-    from lamps_jax.request import SamplingParams
 
-    console = Console()
+    console = Console(stderr=True)
+    console.print(f"[dim]loading {args.model} and compiling its serving step ...[/dim]")
     start = time.perf_counter()
     llm = LLM(args.model, _engine_config(args), dtype=args.dtype, seed=args.seed)
     console.print(f"[dim]loaded {args.model} and compiled in {time.perf_counter() - start:.1f} s[/dim]")
-    params = SamplingParams(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop=tuple(args.stop),
-    )
+    params = _sampling_params(args)
+    console = Console()
     start = time.perf_counter()
     if chat:
         outputs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params)
     else:
         outputs = llm.generate(prompts, params)
     elapsed = time.perf_counter() - start
-    table = Table(title=f"{len(prompts)} requests served concurrently", show_lines=True)
+    served = f"{len(prompts)} request{'s' if len(prompts) != 1 else ''}"
+    table = Table(title=f"{served} served concurrently", show_lines=True)
     for column in ("prompt", "output", "tokens", "finish", "TTFT s", "latency s"):
         table.add_column(column)
     for prompt, out in zip(prompts, outputs):
@@ -136,43 +154,48 @@ def _kv_capacities(args: argparse.Namespace) -> list[int | None]:
     return [kv_capacity_tokens(load_model_config(args.kv_model), args.device_memory_gb * 1e9)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lamps-jax", description=__doc__.split("\n")[0])
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lamps-jax", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="generate for one or more prompts")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, formatter_class=_HelpFormatter)
+
+    gen = command("generate", "generate for one or more prompts, served concurrently")
     _add_engine_args(gen)
     _add_sampling_args(gen, max_tokens=64)
     gen.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: served concurrently)")
     gen.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
 
-    demo = sub.add_parser("demo", help="answer a few chat prompts concurrently and print throughput")
+    demo = command("demo", "answer a few chat prompts concurrently and print throughput")
     _add_engine_args(demo)
     _add_sampling_args(demo, max_tokens=48)
 
-    bench = sub.add_parser("bench-engine", help="decode throughput vs Hugging Face generate")
-    bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable)")
-    bench.add_argument("--batch-sizes", default="1,8,32")
-    bench.add_argument("--max-tokens", type=int, default=64)
-    bench.add_argument("--repeats", type=int, default=1)
-    bench.add_argument("--output", type=Path, default=Path("bench_results"))
+    bench = command("bench-engine", "decode throughput vs Hugging Face generate, side by side")
+    bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: both)")
+    bench.add_argument("--batch-sizes", default="1,8,32", help="concurrent prompts per run")
+    bench.add_argument("--max-tokens", type=int, default=64, help="tokens generated per prompt")
+    bench.add_argument("--repeats", type=int, default=1, help="runs per point (the median is kept)")
+    bench.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
-    swap = sub.add_parser("bench-swap", help="KV swap throughput vs plain copies, and its step-time overhead")
-    swap.add_argument("--model", default="smollm2-135m")
+    swap = command("bench-swap", "KV swap throughput vs plain copies, and its step-time overhead")
+    swap.add_argument("--model", default="smollm2-135m", help="model whose KV pages are swapped")
     swap.add_argument("--pages", default="4,16,64", help="page counts to swap (16 tokens each)")
-    swap.add_argument("--repeats", type=int, default=5)
-    swap.add_argument("--output", type=Path, default=Path("bench_results"))
+    swap.add_argument("--repeats", type=int, default=5, help="timings per point (the median is kept)")
+    swap.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
-    sched = sub.add_parser("bench-scheduler", help="schedule() time with many waiting requests, per policy")
-    sched.add_argument("--waiting", default="100,1000,10000")
-    sched.add_argument("--iterations", type=int, default=50)
-    sched.add_argument("--output", type=Path, default=Path("bench_results"))
+    sched = command("bench-scheduler", "schedule() time with many waiting requests, per policy")
+    sched.add_argument("--waiting", default="100,1000,10000", help="waiting-queue sizes")
+    sched.add_argument("--iterations", type=int, default=50, help="schedule() calls timed per point")
+    sched.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
-    compare = sub.add_parser("bench", help="policies side by side on a trace (simulated, or real on a model)")
-    compare.add_argument("--mode", choices=["sim", "real"], default="sim")
-    compare.add_argument("--trace", action="append", help="multi, one or a trace file (repeatable)")
+    compare = command("bench", "policies side by side on a trace (simulated, or real on a model)")
+    compare.add_argument("--mode", choices=["sim", "real"], default="sim", help="simulated engine or a real model")
+    compare.add_argument("--trace", action="append", help="multi, one or a trace file (repeatable; default: both)")
     compare.add_argument("--rates", default="3,4,5,6", help="request rates (req/s)")
-    compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank")
+    compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank", help="policies to compare")
     compare.add_argument("--window", type=float, default=1800.0, help="arrival window in seconds (sim)")
     compare.add_argument("--profile", default="gptj-6b-a100", help="cost profile name or JSON file (sim)")
     compare.add_argument("--length-noise", default="0", help="relative noise of predicted lengths (list: a sweep)")
@@ -184,85 +207,133 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
     compare.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± sd")
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
-    compare.add_argument("--output", type=Path, default=Path("bench_results"))
+    compare.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
-    rerender = sub.add_parser("report", help="re-render the tables and sweep plot of a bench's comparison.json")
+    rerender = command("report", "re-render the tables and sweep plot of a bench's comparison.json")
     rerender.add_argument("json", type=Path, help="a comparison.json written by lamps-jax bench")
 
-    calib = sub.add_parser("calibrate", help="measure the cost model (iteration and swap times) on this device")
-    calib.add_argument("--model", default="tiny")
-    calib.add_argument("--output", type=Path, default=Path("cost_profile.json"))
+    calib = command("calibrate", "measure the cost model (iteration and swap times) on this device")
+    calib.add_argument("--model", default="tiny", help="model whose steps and swaps are timed")
+    calib.add_argument(
+        "--output",
+        type=Path,
+        default=Path("bench_results"),
+        help="folder: writes <platform>-<model>.json (the profile bench --profile takes) and its .report.json",
+    )
+    return parser
 
-    args = parser.parse_args(argv)
-    _enable_compilation_cache()
-    from lamps_jax.engine import InvalidRequestError
-    from lamps_jax.model.weights import ModelLoadError
 
+def _models(args: argparse.Namespace) -> list[str]:
+    """The models a command will load (checked before anything loads)."""
+    if args.command in ("generate", "demo", "bench-swap", "calibrate"):
+        return [args.model]
+    if args.command == "bench-engine":
+        return args.model or ["tiny", "smollm2-135m"]
+    if args.command == "bench" and args.mode == "real":
+        return [args.model]
+    return []
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be checked without JAX or a model: fails in a second, not after loading."""
+    for model in _models(args):
+        check_model_source(model)
+    policies = args.policies.split(",") if args.command == "bench" else [getattr(args, "policy", "fcfs")]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise ValueError(f"unknown policy {', '.join(unknown)}: choose from {', '.join(sorted(POLICIES))}")
+    if args.command in ("generate", "demo"):
+        _sampling_params(args)
+        _engine_config(args)
+        if args.command == "generate" and not all(p.strip() for p in args.prompt):
+            raise ValueError("--prompt must not be empty")
+    if args.command == "bench" and not _floats(args.rates):
+        raise ValueError("--rates needs at least one request rate")
+    if args.command == "report" and not args.json.is_file():
+        raise FileNotFoundError(f"no such file: {args.json}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "generate":
+        _run_prompts(args, args.prompt, args.chat)
+    elif args.command == "demo":
+        _run_prompts(args, list(QUESTIONS[:6]), chat=True)
+    elif args.command == "bench":
+        _run_comparison(args)
+    elif args.command == "report":
+        from lamps_jax.bench.comparison import rerender
+
+        rerender(args.json)
+    elif args.command == "bench-scheduler":
+        from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
+
+        run_scheduler_benchmark([int(n) for n in _floats(args.waiting)], args.iterations, args.output)
+    elif args.command == "calibrate":
+        from lamps_jax.bench.calibrate import calibrate
+
+        calibrate(args.model, args.output)
+    elif args.command == "bench-swap":
+        from lamps_jax.bench.swap_throughput import run_swap_benchmark
+
+        run_swap_benchmark(args.model, [int(p) for p in _floats(args.pages)], args.repeats, args.output)
+    else:
+        from lamps_jax.bench.decode_throughput import run_decode_benchmark
+
+        run_decode_benchmark(
+            models=_models(args),
+            batch_sizes=[int(b) for b in _floats(args.batch_sizes)],
+            max_tokens=args.max_tokens,
+            repeats=args.repeats,
+            output_dir=args.output,
+        )
+
+
+def _run_comparison(args: argparse.Namespace) -> None:
+    from lamps_jax.bench.comparison import real_comparison, simulate_comparison
+
+    rates = _floats(args.rates)
+    policies = args.policies.split(",")
+    seeds = [int(v) for v in _floats(args.seeds)]
+    if args.mode == "sim":
+        simulate_comparison(
+            args.trace or ["multi", "one"],
+            rates,
+            policies,
+            args.window,
+            args.profile,
+            length_noises=_floats(args.length_noise),
+            starvation_thresholds=[int(v) for v in _floats(args.starvation_threshold)],
+            kv_capacities=_kv_capacities(args),
+            seeds=seeds,
+            jobs=args.jobs,
+            output_dir=args.output,
+        )
+    else:
+        real_comparison(
+            args.model,
+            (args.trace or ["multi"])[0],
+            args.num_requests,
+            rates[0],
+            policies,
+            seed=seeds[0],
+            output_dir=args.output,
+            kv_capacity_tokens=_kv_capacities(args)[0],
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            _run_prompts(args, args.prompt, args.chat)
-        elif args.command == "demo":
-            _run_prompts(args, list(QUESTIONS[:6]), chat=True)
-        elif args.command == "bench":
-            from lamps_jax.bench.comparison import real_comparison, simulate_comparison
-
-            rates = _floats(args.rates)
-            policies = args.policies.split(",")
-            seeds = [int(v) for v in _floats(args.seeds)]
-            if args.mode == "sim":
-                simulate_comparison(
-                    args.trace or ["multi", "one"],
-                    rates,
-                    policies,
-                    args.window,
-                    args.profile,
-                    length_noises=_floats(args.length_noise),
-                    starvation_thresholds=[int(v) for v in _floats(args.starvation_threshold)],
-                    kv_capacities=_kv_capacities(args),
-                    seeds=seeds,
-                    jobs=args.jobs,
-                    output_dir=args.output,
-                )
-            else:
-                real_comparison(
-                    args.model,
-                    (args.trace or ["multi"])[0],
-                    args.num_requests,
-                    rates[0],
-                    policies,
-                    seed=seeds[0],
-                    output_dir=args.output,
-                )
-        elif args.command == "report":
-            from lamps_jax.bench.comparison import rerender
-
-            rerender(args.json)
-        elif args.command == "bench-scheduler":
-            from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
-
-            run_scheduler_benchmark([int(n) for n in args.waiting.split(",")], args.iterations, args.output)
-        elif args.command == "calibrate":
-            from lamps_jax.bench.calibrate import calibrate
-
-            calibrate(args.model, args.output)
-        elif args.command == "bench-swap":
-            from lamps_jax.bench.swap_throughput import run_swap_benchmark
-
-            pages = [int(p) for p in args.pages.split(",")]
-            run_swap_benchmark(args.model, pages, args.repeats, args.output)
-        else:
-            from lamps_jax.bench.decode_throughput import run_decode_benchmark
-
-            run_decode_benchmark(
-                models=args.model or ["tiny", "smollm2-135m"],
-                batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
-                max_tokens=args.max_tokens,
-                repeats=args.repeats,
-                output_dir=args.output,
-            )
-    except (InvalidRequestError, ModelLoadError, ValueError, FileNotFoundError) as err:
+        _check_args(args)
+        if args.command in COMPILING_COMMANDS:
+            _enable_compilation_cache()
+        _run(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input (InvalidRequestError, ModelLoadError included)
         print(f"lamps-jax: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lamps-jax: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

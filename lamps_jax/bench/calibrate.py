@@ -3,8 +3,11 @@
 Builds an ``LLMEngine`` over ``model`` and times ``runner.execute`` on hand-built batches: decode
 batches (1..32 rows at contexts 16..512) and prefill chunks (16..B tokens, from position 0 and over
 a cached prefix), then one-way swaps of 1..64 pages. Fits f = a·new + b·context + c (``fit_plane``)
-and g = a_s·t + b_s (``fit_linear``). Returns the ``CostModel`` and a report (fits, r2, raw points);
-``output`` gets the cost model JSON (what ``load_cost_model`` reads), ``<stem>.report.json`` the report.
+and g = a_s·t + b_s (``fit_linear``). The KV capacity is what the device memory JAX reports
+(``bytes_limit``) holds once the weights are in it (``kv_capacity_tokens``); a device that reports
+none (the CPU) leaves it unset, and ``bench`` then needs ``--kv-tokens``. Returns the ``CostModel``
+and a report (fits, r2, raw points); into the output folder go ``<platform>-<model>.json``, the cost
+model (what ``load_cost_model`` and ``bench --profile`` read), and ``<platform>-<model>.report.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lamps_jax.bench.swap_throughput import _decode_batch, _median_seconds
-from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
+from lamps_jax.bench.wording import print_written
+from lamps_jax.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import load_model
 from lamps_jax.paged_kv.swap import HostSwapper
@@ -28,6 +32,7 @@ from lamps_jax.request import Request, SamplingParams
 from lamps_jax.runner import JaxRunner
 from lamps_jax.scheduler.cost_model import CostModel, fit_linear, fit_plane
 from lamps_jax.scheduler.output import ScheduledChunk, SchedulerOutput
+from lamps_jax.sim.capacity import kv_capacity_tokens
 
 PAGE_SIZE = 16
 MAX_MODEL_LEN = 1024
@@ -124,14 +129,41 @@ def _print_summary(console: Console, cost: CostModel, report: dict) -> None:
     table.add_row("g fit r2", f"{report['swap_fit']['r2']:.4f}")
     table.add_row("token budget B", str(cost.token_budget))
     table.add_row("swap budget (tokens / iteration)", str(cost.swap_budget_tokens))
+    table.add_row("KV capacity (tokens)", str(cost.kv_capacity_tokens or "unknown"))
     console.print(table)
 
 
-def calibrate(model: str = "tiny", output: Path | None = None, repeats: int = 3) -> tuple[CostModel, dict]:
+def device_memory_bytes(device: jax.Device) -> int | None:
+    """The memory JAX may use on ``device``, or None where it reports none (the CPU)."""
+    stats = device.memory_stats()
+    return stats.get("bytes_limit") if stats else None
+
+
+def device_kv_capacity(model: ModelConfig, device_bytes: int | None) -> int | None:
+    """KV tokens that ``device_bytes`` hold next to the model's weights; None for an unknown memory."""
+    return None if device_bytes is None else kv_capacity_tokens(model, device_bytes)
+
+
+def profile_stem(platform: str, model: str) -> str:
+    """``<platform>-<model>``: the calibrated device and model, e.g. ``gpu-smollm2-135m``."""
+    return f"{platform}-{Path(model).stem}"
+
+
+def write_profile(cost: CostModel, report: dict, output_dir: Path, stem: str) -> list[Path]:
+    """Writes ``<stem>.json`` (the cost model) and ``<stem>.report.json`` into ``output_dir``; returns both paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    profile, report_path = output_dir / f"{stem}.json", output_dir / f"{stem}.report.json"
+    cost.save(profile)
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return [profile, report_path]
+
+
+def calibrate(model: str = "tiny", output_dir: Path | None = None, repeats: int = 3) -> tuple[CostModel, dict]:
     """Measures f and g of ``model`` on this device; returns the cost model and a report of the fits.
 
     Negative fitted coefficients (noise around a term that does not matter on this device) are
-    clipped to 0 in the cost model; the report keeps the raw fits.
+    clipped to 0 in the cost model; the report keeps the raw fits. Given ``output_dir``, writes
+    ``<platform>-<model>.json`` and its report there and prints their paths.
     """
     token_budget = SchedulerConfig().max_num_batched_tokens
     loaded = load_model(model)
@@ -143,6 +175,7 @@ def calibrate(model: str = "tiny", output: Path | None = None, repeats: int = 3)
     one_way = [(p["swap_out_s"] + p["swap_in_s"]) / 2 for p in swap_points]
     slope, intercept, g_r2 = fit_linear([p["tokens"] for p in swap_points], one_way)
     device = jax.devices()[0]
+    memory = device_memory_bytes(device)
     cost = CostModel(
         name=f"calibrated-{Path(model).name}-{device.platform}",
         iter_per_token=max(a, 0.0),
@@ -153,11 +186,13 @@ def calibrate(model: str = "tiny", output: Path | None = None, repeats: int = 3)
         token_budget=token_budget,
         swap_budget_tokens=None,
         kv_bytes_per_token=loaded.config.kv_bytes_per_token,
+        kv_capacity_tokens=device_kv_capacity(loaded.config, memory),
     )
     cost = dataclasses.replace(cost, swap_budget_tokens=_swap_budget(cost))
     report = {
         "model": model,
         "device": str(device),
+        "device_memory_bytes": memory,
         "repeats": repeats,
         "iteration_fit": {"a": a, "b": b, "c": c, "r2": f_r2},
         "swap_fit": {"a_s": slope, "b_s": intercept, "r2": g_r2, "one_way": "mean of swap-out and swap-in"},
@@ -165,10 +200,10 @@ def calibrate(model: str = "tiny", output: Path | None = None, repeats: int = 3)
         "swap_points": swap_points,
         "cost_model": cost.to_dict(),
     }
-    _print_summary(Console(), cost, report)
-    if output is not None:
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        cost.save(output)
-        output.with_name(f"{output.stem}.report.json").write_text(json.dumps(report, indent=2) + "\n")
+    console = Console()
+    _print_summary(console, cost, report)
+    if cost.kv_capacity_tokens is None:
+        console.print(f"KV capacity unknown ({device.platform} reports no memory size): bench it with --kv-tokens")
+    if output_dir is not None:
+        print_written(write_profile(cost, report, Path(output_dir), profile_stem(device.platform, model)))
     return cost, report

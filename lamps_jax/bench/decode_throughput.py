@@ -27,6 +27,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lamps_jax.bench.prompts import QUESTIONS
+from lamps_jax.bench.wording import plural, print_written
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import LoadedModel, load_model
@@ -135,7 +136,7 @@ def _median_tok_s(generate: Callable[[], int], repeats: int, expected_tokens: in
         num_tokens = generate()
         elapsed = time.perf_counter() - start
         if num_tokens != expected_tokens:
-            raise RuntimeError(f"{label} generated {num_tokens} tokens, expected {expected_tokens}")
+            raise RuntimeError(f"{label} generated {plural(num_tokens, 'token')}, expected {expected_tokens}")
         rates.append(num_tokens / elapsed)
     return statistics.median(rates)
 
@@ -182,8 +183,8 @@ def _load_before_start(console: Console) -> float:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores / 2:
         console.print(
-            f"[yellow]warning: the 1-minute load average is {load:.1f} on {cores} cores: other processes compete "
-            "for the CPU and distort the timings (HF generate's thread pool most of all)[/yellow]"
+            f"[yellow]warning: the 1-minute load average is {load:.1f} on {plural(cores, 'core')}: other processes "
+            "compete for the CPU and distort the timings (HF generate's thread pool most of all)[/yellow]"
         )
     return load
 
@@ -206,7 +207,7 @@ def _environment() -> dict[str, Any]:
 
 
 def _table(results: list[DecodeResult], max_tokens: int) -> Table:
-    table = Table(title=f"Decode tokens/s, greedy, {max_tokens} per request, prefill included")
+    table = Table(title=f"Decode tokens/s, greedy, {plural(max_tokens, 'token')} per request, prefill included")
     for column in ("model", "batch", "engine tok/s", "HF tok/s", "ratio (engine/HF)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for r in results:
@@ -216,7 +217,8 @@ def _table(results: list[DecodeResult], max_tokens: int) -> Table:
 
 def _write_markdown(results: list[DecodeResult], max_tokens: int, repeats: int, path: Path) -> None:
     lines = [
-        f"Decode throughput, greedy, {max_tokens} tokens per request, prefill included, median of {repeats} run(s).",
+        f"Decode throughput, greedy, {plural(max_tokens, 'token')} per request, prefill included, "
+        f"median of {plural(repeats, 'run')}.",
         "",
         "| model | batch | engine tok/s | HF tok/s | ratio (engine/HF) |",
         "|---|---:|---:|---:|---:|",
@@ -257,7 +259,7 @@ def _write_chart(results: list[DecodeResult], max_tokens: int, path: Path) -> No
         ax.set_title(model)
         ax.margins(y=0.12)
         ax.legend()
-    fig.suptitle(f"Greedy decode, {max_tokens} tokens per request (bar labels: engine/HF)", fontsize=10)
+    fig.suptitle(f"Greedy decode, {plural(max_tokens, 'token')} per request (bar labels: engine/HF)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -286,9 +288,10 @@ def run_decode_benchmark(
         "environment": _environment() | {"load_average_before": load_before},
         "results": [r.row() for r in results],
     }
-    (output_dir / "decode_throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _write_csv(results, output_dir / "decode_throughput.csv")
-    _write_markdown(results, max_tokens, repeats, output_dir / "decode_throughput.md")
-    _write_chart(results, max_tokens, output_dir / "decode_throughput.png")
-    console.print(f"[dim]wrote {output_dir}/decode_throughput.{{json,csv,md,png}}[/dim]")
+    paths = [output_dir / f"decode_throughput.{ext}" for ext in ("json", "csv", "md", "png")]
+    paths[0].write_text(json.dumps(summary, indent=2) + "\n")
+    _write_csv(results, paths[1])
+    _write_markdown(results, max_tokens, repeats, paths[2])
+    _write_chart(results, max_tokens, paths[3])
+    print_written(paths)
     return results

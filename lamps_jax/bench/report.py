@@ -1,4 +1,8 @@
-"""Tables and plots of a policy comparison: Markdown, CSV, JSON and PNG files in one folder."""
+"""Tables of a policy comparison, with their captions: Markdown for the console and Markdown, CSV, JSON files.
+
+Table 1 holds every metric per point and policy; Table 2 the reduction of LAMPS's latency vs each
+baseline. ``check_rows`` tells the rows of a comparison from any other JSON before they are rendered.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from lamps_jax.bench.harness import RunCurves
+from lamps_jax.bench.wording import plural
 
 # What identifies a run apart from its policy and seed; a table shows the ones that vary.
 POINT_KEYS = ("trace", "rate", "profile", "window", "kv_capacity_tokens", "length_noise", "starvation_threshold")
@@ -16,6 +20,7 @@ POINT_TITLES = {
     "length_noise": "noise",
     "starvation_threshold": "starve",
 }
+BASELINES = ("infercept", "vllm", "lamps_no_rank")
 
 TABLE_COLUMNS = (
     ("e2e_mean", "E2E mean s"),
@@ -41,7 +46,7 @@ def point_keys(rows: list[dict]) -> list[str]:
     return [k for k in POINT_KEYS if k in ("trace", "rate") or len({r.get(k) for r in rows}) > 1]
 
 
-def _group(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
+def group_rows(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
@@ -60,15 +65,19 @@ def _reduction(ours: float, theirs: float) -> float:
 
 
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
-    """One row per point and policy: numeric metrics averaged over seeds, with ``<metric>_sd`` and ``seeds``."""
+    """One row per point and policy: numeric metrics averaged over seeds, with ``<metric>_sd`` and ``seeds``.
+
+    A metric some seeds lack (a ``strategy_<name>`` count where no call chose that strategy) counts as 0 there.
+    """
     keys = [k for k in (*POINT_KEYS, "policy") if any(k in r for r in rows)]
     merged = []
-    for group in _group(rows, keys).values():
+    for group in group_rows(rows, keys).values():
         out = {k: group[0].get(k) for k in keys} | {"seeds": len(group)}
-        for metric, value in group[0].items():
-            if metric in out or metric == "seed" or not isinstance(value, int | float):
+        metrics = dict.fromkeys(m for r in group for m, v in r.items() if isinstance(v, int | float))
+        for metric in metrics:
+            if metric in out or metric == "seed":
                 continue
-            out[metric], out[f"{metric}_sd"] = _mean_sd([r[metric] for r in group])
+            out[metric], out[f"{metric}_sd"] = _mean_sd([r.get(metric, 0) for r in group])
         merged.append(out)
     return merged
 
@@ -106,8 +115,8 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
     rows = aggregate_seeds(rows)
     keys = [k for k in point_keys(rows) if k != "rate"]
     best: dict[tuple, tuple] = {}
-    for point, group in _group([r for r in rows if r["policy"] in baselines], keys).items():
-        for policy, runs in _group(group, ["policy"]).items():
+    for point, group in group_rows([r for r in rows if r["policy"] in baselines], keys).items():
+        for policy, runs in group_rows(group, ["policy"]).items():
             runs.sort(key=lambda r: r["rate"])
             sustained = None
             for run in runs:
@@ -122,20 +131,21 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
 def improvement_table(
     rows: list[dict],
     policy: str = "lamps",
-    baselines: tuple[str, ...] = ("infercept", "vllm", "lamps_no_rank"),
+    baselines: tuple[str, ...] = BASELINES,
     ttft_limit: float = 1.0,
 ) -> str:
     """Markdown: reduction of ``policy``'s metrics vs each baseline per point (mean ± sd over seeds).
 
     With a rate sweep that saturates a baseline, each rate is also given as a fraction of the rate that
-    the strongest of ``vllm``, ``infercept`` and ``sjf`` sustains (see ``saturation_rates``).
+    the strongest of ``vllm``, ``infercept`` and ``sjf`` sustains (see ``saturation_rates``). Empty when
+    no point has both ``policy`` and a baseline.
     """
     keys = point_keys(rows)
     saturation = saturation_rates(rows, ("vllm", "infercept", "sjf"), ttft_limit)
     header = [POINT_TITLES.get(k, k) for k in keys] + ["of saturation", "vs"] + [t for _, t in REDUCTION_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for point, group in _group(rows, keys).items():
-        by_policy = _group(group, ["policy", "seed"])
+    for point, group in group_rows(rows, keys).items():
+        by_policy = group_rows(group, ["policy", "seed"])
         saturated = saturation.get(tuple(v for k, v in zip(keys, point) if k != "rate"))
         fraction = f"{point[keys.index('rate')] / saturated[1]:.2f}" if saturated else "n/a"
         for base in baselines:
@@ -151,6 +161,8 @@ def improvement_table(
                 mean, sd = _mean_sd([_reduction(ours[metric], theirs[metric]) for ours, theirs in pairs])
                 cells.append(f"{mean:.1%} ± {sd:.1%}" if len(pairs) > 1 else f"{mean:.1%}")
             lines.append("| " + " | ".join([str(v) for v in point] + [fraction, base] + cells) + " |")
+    if len(lines) == 2:
+        return ""
     notes = [
         f"Saturation (mean TTFT > {ttft_limit:g} s) of the strongest baseline at "
         + ", ".join(f"{k}={v}" for k, v in zip([k for k in keys if k != "rate"], point))
@@ -160,83 +172,80 @@ def improvement_table(
     return "\n".join(lines) + "\n" + "".join(f"\n{n}" for n in notes) + ("\n" if notes else "")
 
 
-def write_rows(rows: list[dict], output_dir: Path, stem: str) -> None:
+def _seeds_phrase(rows: list[dict]) -> str:
+    seeds = len({r.get("seed") for r in rows})
+    return f"mean ± sd over {plural(seeds, 'seed')}" if seeds > 1 else "one seed"
+
+
+def metrics_caption(rows: list[dict]) -> str:
+    return (
+        f"Table 1. Every metric per point and policy ({_seeds_phrase(rows)}). E2E: end-to-end latency; "
+        "TTFT: time to first token; norm.: (E2E - API time) / generated tokens; req/s: finished requests per "
+        "second; KV waste: share of the KV memory-time held by requests paused for an API call; preempted: "
+        "running requests sent back to wait (KV dropped); finished: requests served to completion."
+    )
+
+
+def reduction_caption(rows: list[dict], policy: str = "lamps") -> str:
+    return (
+        f"Table 2. Reduction of {policy}'s latency vs each baseline: (baseline - {policy}) / baseline, paired by "
+        f"seed ({_seeds_phrase(rows)}); negative = {policy} is slower. of saturation: the rate as a fraction of "
+        "the highest rate the strongest of vllm, infercept and sjf sustains (n/a: none saturates in the sweep)."
+    )
+
+
+def comparison_markdown(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> str:
+    """Table 1 (every metric) and Table 2 (reductions vs the baselines), each after its caption line.
+
+    Without ``policy`` and a baseline in the rows, one line says why there is no Table 2.
+    """
+    parts = [metrics_caption(rows) + "\n", markdown_table(rows)]
+    reductions = improvement_table(rows, policy, baselines)
+    if reductions:
+        parts += [reduction_caption(rows, policy) + "\n", reductions]
+    else:
+        present = ", ".join(dict.fromkeys(r["policy"] for r in rows))
+        parts.append(
+            f"No Table 2 (reduction of {policy}'s latency vs the baselines): it needs {policy} and at least one of "
+            f"{', '.join(baselines)} in the run; this run has {present}.\n"
+        )
+    return "\n".join(parts)
+
+
+REQUIRED_KEYS = ("trace", "rate", "policy", *(k for k, _ in TABLE_COLUMNS), *(k for k, _ in REDUCTION_COLUMNS))
+
+
+def _describe(data: object) -> str:
+    if isinstance(data, dict):
+        return f"a JSON object with keys {', '.join(list(data)[:8]) or '(none)'}"
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return f"a list of {plural(len(data), 'item')} whose first has keys {', '.join(list(data[0])[:8])}"
+    if isinstance(data, list):
+        return "an empty list" if not data else f"a list of {type(data[0]).__name__} values"
+    return f"a JSON {type(data).__name__}"
+
+
+def check_rows(data: object, source: str) -> list[dict]:
+    """``data`` as the rows of a comparison, or a ValueError saying what ``source`` holds instead."""
+    if isinstance(data, list) and data and all(isinstance(r, dict) and set(REQUIRED_KEYS) <= set(r) for r in data):
+        return data
+    first = data[0] if isinstance(data, list) and data else None
+    missing = [k for k in REQUIRED_KEYS if k not in first] if isinstance(first, dict) else []
+    raise ValueError(
+        f"{source} is not the comparison.json of a lamps-jax bench run: expected a JSON list of rows with the keys "
+        f"{', '.join(REQUIRED_KEYS)}; found {_describe(data)}" + (f" (missing {', '.join(missing)})" if missing else "")
+    )
+
+
+def write_rows(rows: list[dict], output_dir: Path, stem: str) -> list[Path]:
+    """Writes ``<stem>.json``, ``.csv`` and ``.md`` (the captioned tables); returns their paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    paths = [output_dir / f"{stem}.{ext}" for ext in ("json", "csv", "md")]
+    paths[0].write_text(json.dumps(rows, indent=2) + "\n")
     fields = sorted({k for row in rows for k in row})
-    with (output_dir / f"{stem}.csv").open("w", newline="") as f:
+    with paths[1].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    (output_dir / f"{stem}.md").write_text(markdown_table(rows) + "\n" + improvement_table(rows))
-
-
-def plot_sweep(rows: list[dict], path: Path) -> None:
-    """Mean E2E and TTFT (± sd over seeds) against the swept key, one line per policy, a column per trace.
-
-    The swept key is the rate if it varies, else the first other point key that does; any further
-    varying key becomes part of the line labels.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = aggregate_seeds(rows)
-    varying = [k for k in point_keys(rows) if k != "trace" and len({r[k] for r in rows}) > 1]
-    x_key = varying[0] if varying else "rate"
-    label_keys = ["policy"] + [k for k in varying if k != x_key]
-    traces = sorted({r["trace"] for r in rows})
-    fig, axes = plt.subplots(2, len(traces), figsize=(5.5 * len(traces), 7), squeeze=False)
-    for col, trace in enumerate(traces):
-        for label, runs in _group([r for r in rows if r["trace"] == trace], label_keys).items():
-            runs.sort(key=lambda r: r[x_key])
-            name = " ".join(
-                str(v) if k == "policy" else f"{POINT_TITLES.get(k, k)}={v}" for k, v in zip(label_keys, label)
-            )
-            for ax, metric in zip(axes[:, col], ("e2e_mean", "ttft_mean")):
-                ax.errorbar(
-                    [r[x_key] for r in runs],
-                    [r[metric] for r in runs],
-                    yerr=[r.get(f"{metric}_sd", 0.0) for r in runs],
-                    marker="o",
-                    capsize=3,
-                    label=name,
-                )
-        axes[0][col].set_title(f"{trace}: mean E2E latency")
-        axes[1][col].set_title(f"{trace}: mean TTFT")
-        for ax in axes[:, col]:
-            ax.set_xlabel(POINT_TITLES.get(x_key, x_key))
-            ax.set_ylabel("seconds")
-            ax.set_yscale("log")
-            if x_key == "starvation_threshold":
-                ax.set_xscale("log")
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_run_details(runs: list[RunCurves], path: Path, title: str) -> None:
-    """CDF of E2E latency and KV pages in use over time, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (cdf, mem) = plt.subplots(1, 2, figsize=(12, 4.2))
-    for run in runs:
-        if run.latencies:
-            cdf.plot(run.latencies, [(i + 1) / len(run.latencies) for i in range(len(run.latencies))], label=run.label)
-        mem.plot(run.memory.times, run.memory.used_pages, label=run.label, linewidth=0.8)
-    cdf.set_xscale("log")
-    cdf.set_xlabel("E2E latency (s)")
-    cdf.set_ylabel("fraction of requests")
-    mem.set_xlabel("time (s)")
-    mem.set_ylabel("KV pages in use")
-    for ax in (cdf, mem):
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    paths[2].write_text(comparison_markdown(rows))
+    return paths

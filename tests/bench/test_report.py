@@ -78,3 +78,9 @@ def test_a_zero_baseline_gives_nan_not_an_error() -> None:
     rows = [row("infercept", 2.0, 0, 10.0, 0.0), row("lamps", 2.0, 0, 5.0, 0.0)]
     line = improvement_table(rows, baselines=("infercept",)).splitlines()[2]
     assert line == "| multi | 2.0 | n/a | infercept | 50.0% | 50.0% | nan% | nan% |"
+
+
+def test_a_strategy_count_missing_in_one_seed_counts_as_zero() -> None:
+    rows = [row("lamps", 3.0, 0, 10.0, 1.0, strategy_swap=4), row("lamps", 3.0, 1, 10.0, 1.0)]
+    (merged,) = aggregate_seeds(rows)
+    assert merged["strategy_swap"] == 2.0

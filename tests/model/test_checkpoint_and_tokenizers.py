@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lamps_jax.model.checkpoint import save_checkpoint
-from lamps_jax.model.gguf_loader import smollm2_gguf_path
 from lamps_jax.model.registry import load_model
+from lamps_jax.model.sources import smollm2_gguf_path
 from lamps_jax.model.tokenizer import byte_tokenizer
 from lamps_jax.model.weights import ModelLoadError
 

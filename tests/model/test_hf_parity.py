@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lamps_jax.config import ModelConfig, RopeScaling
-from lamps_jax.model.gguf_loader import smollm2_gguf_path
 from lamps_jax.model.llama import forward_dense
+from lamps_jax.model.sources import smollm2_gguf_path
 from lamps_jax.model.weights import init_params, load_hf_directory, save_hf_directory
 
 torch = pytest.importorskip("torch")
