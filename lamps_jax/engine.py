@@ -20,6 +20,7 @@ from lamps_jax.api.triggers import ToolCallTrigger, Trigger, scripted_trigger
 from lamps_jax.clock import Clock, WallClock
 from lamps_jax.config import EngineConfig
 from lamps_jax.model.registry import LoadedModel, load_model
+from lamps_jax.output_processor import OutputProcessor, RequestDelta
 from lamps_jax.paged_kv.page_pool import PagePool
 from lamps_jax.request import (
     ApiCall,
@@ -33,13 +34,6 @@ from lamps_jax.request import (
 )
 from lamps_jax.runner import JaxRunner
 from lamps_jax.scheduler.scheduler import Scheduler
-
-_FINISH_REASONS = {
-    RequestStatus.FINISHED_STOPPED: "stop",
-    RequestStatus.FINISHED_LENGTH: "length",
-    RequestStatus.FINISHED_ABORTED: "abort",
-    RequestStatus.FINISHED_ERROR: "error",
-}
 
 IDLE_WAIT_SECONDS = 0.005
 
@@ -71,6 +65,7 @@ class LLMEngine:
             self.triggers.append(ToolCallTrigger(*self.config.tool_call_tags))
         self._seeds = random.Random(self.config.seed)
         self._next_id = itertools.count()
+        self.outputs = OutputProcessor(self._decode)
         self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
         self._idle = False  # the last step had nothing to run
 
@@ -109,12 +104,13 @@ class LLMEngine:
             segments=tuple(segments),
         )
         self.scheduler.add_request(request)
+        self.outputs.add(request)
         return request.req_id
 
     def abort_request(self, req_id: str) -> RequestOutput | None:
         """Ends a request wherever it is (running, waiting, mid-call, swapped out)."""
         request = self._finish(req_id, RequestStatus.FINISHED_ABORTED)
-        return None if request is None else self._output(request)
+        return None if request is None else self.outputs.delta(request).output
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or bool(self._finished)
@@ -147,27 +143,37 @@ class LLMEngine:
 
     # ---- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Runs one iteration; returns the requests that finished in it."""
+        """Runs one iteration; returns the requests that finished in it (``step_deltas`` has every advance)."""
+        return [delta.output for delta in self.step_deltas() if delta.output is not None]
+
+    def step_deltas(self) -> list[RequestDelta]:
+        """Runs one iteration; returns a delta for every request that advanced in it (new tokens and
+        text) or ended (then with its ``RequestOutput``)."""
         for result in self.api.poll():
             self._on_api_result(result)
         sched_out = self.scheduler.schedule()
         self._idle = sched_out.is_empty
-        if sched_out.is_empty:
-            return self._drain_finished()
-        runner_out = self.runner.execute(sched_out)
-        self._finished += self.scheduler.update(sched_out, runner_out)
-        for req_id in runner_out.req_ids:
-            request = self.scheduler.requests.get(req_id)
-            if request is not None:
-                self._after_token(request)
-        return self._drain_finished()
+        advanced: dict[str, Request] = {}
+        if not sched_out.is_empty:
+            runner_out = self.runner.execute(sched_out)
+            ended = {r.req_id: r for r in self.scheduler.update(sched_out, runner_out)}
+            self._finished += ended.values()
+            for req_id in runner_out.req_ids:
+                request = advanced[req_id] = ended.get(req_id) or self.scheduler.requests[req_id]
+                new_text = self.outputs.advance(request)
+                if not request.is_finished:
+                    self._after_token(request, new_text)
+        finished, self._finished = self._finished, []
+        advanced |= {r.req_id: r for r in finished}
+        return [self.outputs.delta(request) for request in advanced.values()]
 
-    def _after_token(self, request: Request) -> None:
-        if self._hit_stop_string(request):
+    def _after_token(self, request: Request, new_text: str) -> None:
+        text = self.outputs.text(request.req_id)
+        if text.stop_at is not None:
             self._finish_in_step(request.req_id, RequestStatus.FINISHED_STOPPED)
             return
         for trigger in self.triggers:
-            call = trigger(request, self._decode)
+            call = trigger(request, text, new_text)
             if call is not None:
                 self.scheduler.pause(request, call)
                 self.api.submit(request.req_id, call)
@@ -221,10 +227,6 @@ class LLMEngine:
         if request is not None:
             self._finished.append(request)
 
-    def _drain_finished(self) -> list[RequestOutput]:
-        finished, self._finished = self._finished, []
-        return [self._output(r) for r in finished]
-
     # ---- helpers ----------------------------------------------------------------------------
     def _tokenize(self, prompt: str | Sequence[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -260,43 +262,6 @@ class LLMEngine:
         if self.tokenizer is None:
             return ""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
-
-    def _hit_stop_string(self, request: Request) -> bool:
-        """A stop string in what the model generated since the last API result (never inside a result);
-        the earliest one wins and the output text will end just before it."""
-        stops = request.sampling_params.stop
-        if not stops:
-            return False
-        generated = self._decode(request.output_token_ids[request.result_end :])
-        hits = [(generated.find(stop), stop) for stop in stops if stop in generated]
-        if not hits:
-            return False
-        position, request.stop_reason = min(hits)
-        request.text_end = len(self._decode(request.output_token_ids[: request.result_end])) + position
-        return True
-
-    def _output(self, request: Request) -> RequestOutput:
-        text = self._decode(request.output_token_ids)[: request.text_end]
-        end = request.events[-1][1] if request.is_finished else None
-        return RequestOutput(
-            req_id=request.req_id,
-            prompt=request.prompt,
-            prompt_token_ids=request.prompt_token_ids,
-            text=text,
-            token_ids=list(request.output_token_ids),
-            finished=request.is_finished,
-            finish_reason=_FINISH_REASONS.get(request.status),
-            stop_reason=request.stop_reason,
-            error=request.error,
-            time_to_first_token=None
-            if request.first_token_time is None
-            else request.first_token_time - request.arrival_time,
-            latency=None if end is None else end - request.arrival_time,
-            num_api_calls=request.num_api_calls,
-            num_generated_tokens=request.num_generated_tokens,
-            timeline=tuple((status.value, t) for status, t in request.events),
-            api_calls=tuple(request.api_call_records),
-        )
 
 
 class LLM:

@@ -114,7 +114,6 @@ class Request:
     events: list[tuple[RequestStatus, float]] = field(default_factory=list)
     first_token_time: float | None = None
     stop_reason: str | int | None = None  # the stop string or token that ended it
-    text_end: int | None = None  # with a stop string: where the output text ends (just before it)
     error: str | None = None
     segments: tuple[Segment, ...] = ()  # scripted API calls; empty for plain requests
     num_generated_tokens: int = 0  # tokens the model sampled (output_token_ids minus API results)

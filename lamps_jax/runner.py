@@ -102,6 +102,7 @@ class JaxRunner:
         }
         self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
+        self._executables: dict[tuple[int, int], jax.stages.Compiled] = {}  # (rows, q_len) -> step, from warmup
         self.swapper = None
         if sched.num_host_pages:  # the host pool's pages, page 0 included
             self.swapper = HostSwapper(self.device, self.kv, sched.num_host_pages + 1, -(-max_model_len // page_size))
@@ -124,6 +125,8 @@ class JaxRunner:
         directly: nothing is traced or compiled again (with the persistent compilation cache on,
         a compile is a cache read).
         """
+        if self._executables:
+            return  # warmed already (a runner shared by several engines)
         shapes = [(n, q_len) for q_len, buckets in self.row_buckets.items() for n in buckets]
         bar = tqdm(total=len(shapes), desc="compiling the serving step", unit="shape", disable=not progress)
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:

@@ -3,11 +3,12 @@
 - ``scripted_trigger``: the request's segments say after how many decoded tokens the call happens
   (trace replay).
 - ``ToolCallTrigger``: the text generated since the last API result contains a complete
-  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` (tags configurable).
+  ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` (tags configurable), found incrementally:
+  a close tag is looked for only in the new text (and the few characters before it).
 - External pauses (a caller pausing and resuming a request) go through ``LLMEngine.pause_request``.
 
-A trigger is called once per sampled token: ``trigger(request, decode) -> ApiCall | None``, where
-``decode(token_ids) -> str`` is the engine's detokenizer.
+A trigger is called once per sampled token: ``trigger(request, text, new_text) -> ApiCall | None``,
+where ``text`` is the request's ``OutputText`` and ``new_text`` what the token added to it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from lamps_jax.detokenizer import OutputText
 from lamps_jax.request import ApiCall, Request
 
-Decode = Callable[[list[int]], str]
-Trigger = Callable[[Request, Decode], "ApiCall | None"]
+Trigger = Callable[[Request, OutputText, str], "ApiCall | None"]
 
 
-def scripted_trigger(request: Request, decode: Decode) -> ApiCall | None:
+def scripted_trigger(request: Request, text: OutputText, new_text: str) -> ApiCall | None:
     return request.scripted_call()
 
 
@@ -31,15 +32,16 @@ class ToolCallTrigger:
             raise ValueError("tool-call tags must be non-empty")
         self.open_tag, self.close_tag = open_tag, close_tag
 
-    def __call__(self, request: Request, decode: Decode) -> ApiCall | None:
-        if self.close_tag[-1] not in decode(request.output_token_ids[-1:]):
-            return None  # cheap pre-check: the last token cannot have closed a tag
-        text = decode(request.output_token_ids[request.result_end :])
-        end = text.find(self.close_tag)
-        start = text.rfind(self.open_tag, 0, end)
-        if end < 0 or start < 0:
+    def __call__(self, request: Request, text: OutputText, new_text: str) -> ApiCall | None:
+        if not new_text:
             return None
-        return parse_tool_call(text[start + len(self.open_tag) : end])
+        output = text.text
+        tail = max(text.generated_start, len(output) - len(new_text) - len(self.close_tag) + 1)
+        end = output.find(self.close_tag, tail)
+        start = output.rfind(self.open_tag, text.generated_start, end) if end >= 0 else -1
+        if start < 0:
+            return None
+        return parse_tool_call(output[start + len(self.open_tag) : end])
 
 
 def parse_tool_call(body: str) -> ApiCall:
