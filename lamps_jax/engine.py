@@ -112,6 +112,11 @@ class LLMEngine:
         request = self._finish(req_id, RequestStatus.FINISHED_ABORTED)
         return None if request is None else self.outputs.delta(request).output
 
+    @property
+    def is_idle(self) -> bool:
+        """The last step could run nothing (its requests wait for API calls or a caller's resume)."""
+        return self._idle
+
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished() or bool(self._finished)
 
