@@ -167,6 +167,7 @@ class SchedulerConfig:
     starvation_threshold: int = 100  # LAMPS: iterations passed over before a request goes to the front
     resort_interval: int = 0  # LAMPS: re-score and re-sort the waiting queue every k iterations (0 = every one)
     length_noise: float = 0.0  # relative error of the oracle-with-noise output-length predictor
+    enable_prefix_caching: bool = False  # freed full pages stay cached; a request with a cached prefix reuses it
     predictor_seed: int = 0
 
     def __post_init__(self) -> None:

@@ -55,7 +55,12 @@ class LLMEngine:
         num_pages = self.config.cache.pages_for(model.config)
         self.page_pool = PagePool(num_pages)
         self.scheduler = Scheduler(
-            self.config.scheduler, self.page_pool, self.config.cache.page_size, self.max_model_len, self.clock
+            self.config.scheduler,
+            self.page_pool,
+            self.config.cache.page_size,
+            self.max_model_len,
+            self.clock,
+            cache_salt=hash(model.config),  # cached pages of one model never serve another
         )
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()

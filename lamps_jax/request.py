@@ -109,6 +109,8 @@ class Request:
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     page_ids: list[int] = field(default_factory=list)
+    page_hashes: list[int] = field(default_factory=list)  # prefix caching: chained hashes of its full pages
+    num_registered_pages: int = 0  # leading pages in the prefix cache (taken from it or registered)
     host_page_ids: list[int] = field(default_factory=list)  # host pool pages while swapped out
     status: RequestStatus = RequestStatus.WAITING
     events: list[tuple[RequestStatus, float]] = field(default_factory=list)

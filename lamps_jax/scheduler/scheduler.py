@@ -27,13 +27,21 @@ from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput, SwapCopy
 from lamps_jax.scheduler.policies import make_policy
+from lamps_jax.scheduler.prefix import register_full_pages, take_cached_prefix
 
 
 class Scheduler:
     def __init__(
-        self, config: SchedulerConfig, page_pool: PagePool, page_size: int, max_model_len: int, clock: Clock
+        self,
+        config: SchedulerConfig,
+        page_pool: PagePool,
+        page_size: int,
+        max_model_len: int,
+        clock: Clock,
+        cache_salt: int = 0,
     ) -> None:
         self.config = config
+        self.cache_salt = cache_salt  # names the model in prefix-cache hashes
         self.page_pool = page_pool
         self.host_pool = PagePool(config.num_host_pages + 1) if config.num_host_pages else None
         self.page_size = page_size
@@ -47,6 +55,7 @@ class Scheduler:
         self.swap_in_queue: deque[Request] = deque()  # call returned, pages on the host
         self.requests: dict[str, Request] = {}
         self.strategy_counts: Counter[str] = Counter()  # per API call: the strategy used (and later swaps)
+        self.prefix_cache_pages: Counter[str] = Counter()  # full pages looked up in the prefix cache, and hit
 
     # ---- queue management -------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
@@ -157,9 +166,16 @@ class Scheduler:
             and len(self.running) < self.config.max_num_seqs
         ):
             request = self.policy.next_waiting(self.waiting)
+            looked_up = 0
+            if self.config.enable_prefix_caching and not request.page_ids:
+                looked_up = take_cached_prefix(self.page_pool, request, self.page_size, self.cache_salt)
             num_new = min(request.num_tokens - request.num_computed_tokens, budget)
             if not self._grow_pages(request, request.num_computed_tokens + num_new):
+                if looked_up:
+                    self._discard(request)  # the cached pages go back to the cache until it fits
                 break
+            self.prefix_cache_pages["queried"] += looked_up
+            self.prefix_cache_pages["hit"] += request.num_computed_tokens // self.page_size if looked_up else 0
             self.waiting.remove(request)
             request.iterations_waited = 0
             self.running.append(request)
@@ -188,7 +204,7 @@ class Scheduler:
             swap_out.append(SwapCopy(request.req_id, request.page_ids, list(request.host_page_ids)))
             # The copy is dispatched before the step that may reuse these pages, so they free now.
             self.page_pool.free(request.page_ids)
-            request.page_ids = []
+            request.page_ids, request.num_registered_pages = [], 0
         while self.swap_in_queue and len(self.running) < self.config.max_num_seqs:
             request = self.swap_in_queue[0]
             num_pages = len(request.host_page_ids)
@@ -207,6 +223,8 @@ class Scheduler:
         """Advances computed counts, appends sampled tokens; returns the requests that finished."""
         for chunk in sched_out.scheduled:
             chunk.request.num_computed_tokens += chunk.num_new_tokens
+            if self.config.enable_prefix_caching:
+                register_full_pages(self.page_pool, chunk.request, self.page_size, self.cache_salt)
         now = self.clock.now()
         finished = []
         for req_id, sampled in zip(runner_out.req_ids, runner_out.sampled_token_ids, strict=True):
@@ -261,8 +279,8 @@ class Scheduler:
             request.host_page_ids = []
 
     def _free_pages(self, request: Request) -> None:
-        self.page_pool.free(request.page_ids)
-        request.page_ids = []
+        self.page_pool.free(request.page_ids)  # with prefix caching, full pages stay cached until evicted
+        request.page_ids, request.num_registered_pages = [], 0
         self._free_host_pages(request)
 
     def _discard(self, request: Request) -> None:

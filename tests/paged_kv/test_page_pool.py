@@ -65,3 +65,67 @@ def test_padding_page_is_never_handed_out() -> None:
     pool = PagePool(8)
     assert PADDING_PAGE not in pool.allocate(7)
     assert not pool.can_allocate(1)
+
+
+cache_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["alloc", "free", "share", "register", "take"]),
+        st.integers(0, 6),
+        st.integers(0, 10_000),
+    ),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(num_pages=st.integers(2, 24), ops=cache_operations)
+def test_prefix_cache_never_leaks_double_owns_or_evicts_a_page_in_use(num_pages: int, ops) -> None:
+    pool = PagePool(num_pages)
+    owners: list[list[int]] = []
+    contents: dict[int, int] = {}  # page -> the hash it was registered under (what it holds)
+    for op, n, pick in ops:
+        if op == "alloc" and pool.can_allocate(n):
+            pages = pool.allocate(n)
+            for page in pages:
+                contents.pop(page, None)  # overwritten
+            owners.append(pages)
+        elif op == "take":
+            wanted = [pick % 7 + i for i in range(n)]  # hashes of a chained prefix
+            pages = pool.take_cached(wanted)
+            assert all(contents[p] == h for p, h in zip(pages, wanted))  # a hit holds exactly those tokens
+            owners.append(pages)
+        elif owners:
+            held = owners[pick % len(owners)]
+            if op == "free":
+                pool.free(held)
+                owners.remove(held)
+            elif op == "share":
+                pool.share(held)
+                owners.append(list(held))
+            elif held:
+                page = held[pick % len(held)]
+                if page not in contents and (pick % 7) not in contents.values():
+                    pool.register(page, pick % 7)
+                    contents[page] = pick % 7
+        pool.check_invariants()
+        in_use = {p for held in owners for p in held}
+        assert all(pool.ref_count(p) == sum(held.count(p) for held in owners) for p in in_use)
+        assert pool.num_free == pool.num_usable - len(in_use)
+    for held in owners:
+        pool.free(held)
+    pool.check_invariants()
+    assert pool.num_free == pool.num_usable
+
+
+def test_uncached_pages_are_reused_before_cached_ones_and_the_oldest_cached_first() -> None:
+    pool = PagePool(6)  # pages 1..5
+    a, b, c = pool.allocate(1), pool.allocate(1), pool.allocate(1)
+    pool.register(a[0], 10)
+    pool.register(b[0], 20)
+    pool.free(a)
+    pool.free(b)
+    pool.free(c)  # uncached: first in line
+    assert pool.allocate(3) == [c[0], 4, 5]
+    assert pool.take_cached([10]) == a  # still cached
+    assert pool.allocate(1) == b  # the only free page: evicted, its hash forgotten
+    assert pool.take_cached([20]) == [] and pool.num_cached == 1
