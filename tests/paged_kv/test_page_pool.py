@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lamps_jax.paged_kv.page_pool import PADDING_PAGE, OutOfPagesError, PagePool
+
+
+def check_owners(pool: PagePool, owners: list[list[int]]) -> None:
+    """The pool's invariants hold and every page's ref count is its number of owners."""
+    pool.check_invariants()
+    counts = Counter(page for held in owners for page in held)
+    assert PADDING_PAGE not in counts
+    assert all(pool.ref_count(p) == c for p, c in counts.items())
+    assert pool.num_free == pool.num_usable - len(counts)
+
+
+def free_all(pool: PagePool, owners: list[list[int]]) -> None:
+    for held in owners:
+        pool.free(held)
+    pool.check_invariants()
+    assert pool.num_free == pool.num_usable
+
 
 operations = st.lists(
     st.tuples(st.sampled_from(["alloc", "free", "share"]), st.integers(0, 12), st.integers(0, 10_000)),
@@ -34,18 +53,8 @@ def test_random_allocate_free_share_keeps_invariants(num_pages: int, ops) -> Non
             else:
                 pool.share(held)
                 owners.append(list(held))
-        pool.check_invariants()
-        counts: dict[int, int] = {}
-        for held in owners:
-            for page in held:
-                counts[page] = counts.get(page, 0) + 1
-        assert PADDING_PAGE not in counts
-        assert all(pool.ref_count(p) == c for p, c in counts.items())
-        assert pool.num_free == pool.num_usable - len(counts)
-    for held in owners:
-        pool.free(held)
-    pool.check_invariants()
-    assert pool.num_free == pool.num_usable
+        check_owners(pool, owners)
+    free_all(pool, owners)
 
 
 def test_double_free_and_foreign_pages_raise() -> None:
@@ -107,14 +116,8 @@ def test_prefix_cache_never_leaks_double_owns_or_evicts_a_page_in_use(num_pages:
                 if page not in contents and (pick % 7) not in contents.values():
                     pool.register(page, pick % 7)
                     contents[page] = pick % 7
-        pool.check_invariants()
-        in_use = {p for held in owners for p in held}
-        assert all(pool.ref_count(p) == sum(held.count(p) for held in owners) for p in in_use)
-        assert pool.num_free == pool.num_usable - len(in_use)
-    for held in owners:
-        pool.free(held)
-    pool.check_invariants()
-    assert pool.num_free == pool.num_usable
+        check_owners(pool, owners)
+    free_all(pool, owners)
 
 
 def test_uncached_pages_are_reused_before_cached_ones_and_the_oldest_cached_first() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import ApiCall, KVStrategy, Request
 from lamps_jax.scheduler.cost_model import CostModel
+from lamps_jax.scheduler.waste import cheapest_strategy
 
 if TYPE_CHECKING:
     from lamps_jax.scheduler.scheduler import Scheduler
@@ -62,3 +63,18 @@ class Policy:
     def swap_candidates(self, scheduler: Scheduler) -> list[Request]:
         """Paused, preserved requests to move to host memory now, most urgent first."""
         return []
+
+
+def cheapest_strategy_now(
+    request: Request, api_time: float, scheduler: Scheduler, cost: CostModel, allow_swap: bool
+) -> KVStrategy:
+    """The cheapest strategy for a call starting now: the request's whole context, the batch as it runs."""
+    running = sum(r.num_tokens for r in scheduler.running if r is not request)
+    return cheapest_strategy(
+        context=request.num_tokens,
+        api_time=api_time,
+        other_context=running,
+        batch_context=running + request.num_tokens,
+        cost=cost,
+        allow_swap=allow_swap,
+    )

@@ -11,9 +11,8 @@ from __future__ import annotations
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.cost_model import CostModel
-from lamps_jax.scheduler.policies.base import Policy
+from lamps_jax.scheduler.policies.base import Policy, cheapest_strategy_now
 from lamps_jax.scheduler.predictors import ApiTimePredictor
-from lamps_jax.scheduler.waste import cheapest_strategy
 
 
 class InferceptPolicy(Policy):
@@ -24,15 +23,7 @@ class InferceptPolicy(Policy):
         self.api_times = ApiTimePredictor()
 
     def strategy_for_call(self, request: Request, call: ApiCall, scheduler) -> KVStrategy:
-        running = sum(r.num_tokens for r in scheduler.running if r is not request)
-        return cheapest_strategy(
-            context=request.num_tokens,
-            api_time=self.api_times.predict(call.name),
-            other_context=running,
-            batch_context=running + request.num_tokens,
-            cost=self.cost,
-            allow_swap=False,
-        )
+        return cheapest_strategy_now(request, self.api_times.predict(call.name), scheduler, self.cost, False)
 
     def on_api_return(self, request: Request, call: ApiCall, elapsed: float) -> None:
         self.api_times.observe(call.name, elapsed)

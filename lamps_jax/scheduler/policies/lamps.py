@@ -18,7 +18,7 @@ import bisect
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import ApiCall, KVStrategy, Request
 from lamps_jax.scheduler.cost_model import CostModel
-from lamps_jax.scheduler.policies.base import Policy
+from lamps_jax.scheduler.policies.base import Policy, cheapest_strategy_now
 from lamps_jax.scheduler.policies.forecast import forecast
 from lamps_jax.scheduler.predictors import ApiTimePredictor, NoisyOraclePredictor
 from lamps_jax.scheduler.waste import cheapest_strategy, memory_time_score
@@ -92,15 +92,8 @@ class LampsPolicy(Policy):
         strategy, request.planned_strategy = request.planned_strategy, None
         if strategy is not None:
             return strategy
-        running = sum(r.num_tokens for r in scheduler.running if r is not request)
-        return cheapest_strategy(
-            context=request.num_tokens,
-            api_time=self.api_times.predict(call.name),
-            other_context=running,
-            batch_context=running + request.num_tokens,
-            cost=self.cost,
-            allow_swap=scheduler.host_pool is not None,
-        )
+        api_time = self.api_times.predict(call.name)
+        return cheapest_strategy_now(request, api_time, scheduler, self.cost, scheduler.host_pool is not None)
 
     def on_api_return(self, request: Request, call: ApiCall, elapsed: float) -> None:
         self.api_times.observe(call.name, elapsed)
