@@ -57,7 +57,7 @@ def test_every_command_line_in_the_readme_parses_and_passes_the_argument_checks(
 @pytest.mark.slow
 def test_every_python_block_runs_as_written_on_the_run_dependencies(run_site: Path) -> None:
     blocks = code_blocks("python")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     result = run(run_site, "-c", "\n".join(blocks), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "It is 42." in result.stdout  # the scripted call's result was appended ...
