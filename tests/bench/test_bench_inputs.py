@@ -54,7 +54,7 @@ def test_real_mode_serves_exactly_the_requests_asked_for(tmp_path: Path, monkeyp
     """The engine stands in for the model (a simulated one, to skip compiling); the arrivals are real mode's."""
     configs = []
 
-    def simulated(loaded, config):
+    def simulated(loaded, config, runner=None):  # a simulated engine has its own runner: nothing to share
         configs.append(config)
         kv_tokens = (config.cache.num_pages - 1) * config.cache.page_size
         return simulated_engine(PROFILES["gptj-6b-a100"], config.scheduler, kv_capacity_tokens=kv_tokens)
