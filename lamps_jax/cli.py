@@ -62,6 +62,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
         help="KV strategy of API calls under the fcfs policy",
     )
     p.add_argument("--host-kv-pages", type=int, default=0, help="host pages for swapped KV (0 = no swapping)")
+    p.add_argument(
+        "--enable-prefix-caching", action="store_true", help="reuse the KV pages of prompts that start alike"
+    )
 
 
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -73,6 +76,7 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
             max_num_batched_tokens=args.max_num_batched_tokens,
             kv_strategy=args.kv_strategy,
             num_host_pages=args.host_kv_pages,
+            enable_prefix_caching=args.enable_prefix_caching,
         ),
         max_model_len=args.max_model_len,
         seed=args.seed,
