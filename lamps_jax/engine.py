@@ -70,7 +70,7 @@ class LLMEngine:
             self.triggers.append(ToolCallTrigger(*self.config.tool_call_tags))
         self._seeds = random.Random(self.config.seed)
         self._next_id = itertools.count()
-        self.outputs = OutputProcessor(self._decode)
+        self.outputs = OutputProcessor(self._decode if self.tokenizer is not None else None)
         self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
         self._idle = False  # the last step had nothing to run
 
@@ -269,8 +269,6 @@ class LLMEngine:
             raise InvalidRequestError(f"{what} must be in [0, {vocab})")
 
     def _decode(self, token_ids: list[int]) -> str:
-        if self.tokenizer is None:
-            return ""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
 

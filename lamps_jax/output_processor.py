@@ -21,6 +21,10 @@ FINISH_REASONS = {
 }
 
 
+def _no_text(token_ids: list[int]) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class RequestDelta:
     req_id: str
@@ -34,14 +38,16 @@ class RequestDelta:
 
 
 class OutputProcessor:
-    def __init__(self, decode: Decode) -> None:
+    """``decode`` None: a model without a tokenizer (the simulator's); outputs are token ids only."""
+
+    def __init__(self, decode: Decode | None) -> None:
         self._decode = decode
         self._texts: dict[str, OutputText] = {}
         self._tokens_sent: dict[str, int] = {}
         self._text_sent: dict[str, int] = {}
 
     def add(self, request: Request) -> None:
-        self._texts[request.req_id] = OutputText(self._decode, request.sampling_params.stop)
+        self._texts[request.req_id] = OutputText(self._decode or _no_text, request.sampling_params.stop)
         self._tokens_sent[request.req_id] = self._text_sent[request.req_id] = 0
 
     def text(self, req_id: str) -> OutputText:
@@ -49,6 +55,8 @@ class OutputProcessor:
 
     def advance(self, request: Request) -> str:
         """Decodes the request's new tokens; returns their text. A stop string sets ``stop_reason``."""
+        if self._decode is None:
+            return ""
         text = self._texts[request.req_id]
         new = text.update(request.output_token_ids, request.result_end)
         if text.stop_at is not None and request.stop_reason is None:
@@ -60,7 +68,8 @@ class OutputProcessor:
         req_id, text = request.req_id, self._texts[request.req_id]
         output = None
         if request.is_finished:
-            text.finish(request.output_token_ids)
+            if self._decode is not None:
+                text.finish(request.output_token_ids)
             output = self.output(request)
         end = len(text.final_text) if output is not None else text.stream_end()
         new_text = text.text[self._text_sent[req_id] : end]
