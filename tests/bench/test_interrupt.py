@@ -20,6 +20,12 @@ from lamps_jax.workload.traces import DEFAULT_TRACES
 from tests.bench.test_sim_grid import write_small_trace
 
 REPO = Path(__file__).resolve().parents[2]
+# A shell runs background jobs with SIGINT ignored, and Python then installs no Ctrl-C handler: the CLI
+# is started with Python's handler in place, as in a terminal, whatever ran the tests.
+CLI_WITH_CTRL_C = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from lamps_jax.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def interrupt_after(calls: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +81,7 @@ def test_ctrl_c_stops_a_parallel_bench_within_seconds(tmp_path: Path) -> None:
     env = os.environ | {"PYTHONPATH": str(REPO)}
     with stdout.open("w") as out_file, stderr.open("w") as err_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lamps_jax.cli", *argv], cwd=REPO, env=env, stdout=out_file, stderr=err_file
+            [sys.executable, "-c", CLI_WITH_CTRL_C, *argv], cwd=REPO, env=env, stdout=out_file, stderr=err_file
         )
         try:
             wait_for_a_finished_run(stderr, process, timeout=60)
