@@ -106,7 +106,7 @@ class AsyncLLM:
                 raise EngineDeadError("the engine loop has stopped") from self._error
             if self.num_waiting >= self.max_waiting:
                 raise EngineOverloadedError(
-                    f"overloaded: {self.num_waiting} requests are waiting (limit {self.max_waiting}); retry later"
+                    f"overloaded: the waiting queue is full ({self.num_waiting} of {self.max_waiting}); retry later"
                 )
             if req_id in self._streams:
                 raise ValueError(f"request id {req_id!r} is already in use")

@@ -101,7 +101,7 @@ def test_past_the_waiting_limit_generate_says_overloaded(tiny_model) -> None:
         waiting = asyncio.ensure_future(collect(llm, [6], params, req_id="waiting"))
         while not scheduler.waiting:
             await asyncio.sleep(0.001)
-        with pytest.raises(EngineOverloadedError, match="overloaded: 1 requests are waiting"):
+        with pytest.raises(EngineOverloadedError, match=r"overloaded: the waiting queue is full \(1 of 1\)"):
             await collect(llm, [7], params, req_id="refused")
         return await asyncio.gather(running, waiting)
 
