@@ -158,6 +158,31 @@ def _kv_capacities(args: argparse.Namespace) -> list[int | None]:
     return [kv_capacity_tokens(load_model_config(args.kv_model), args.device_memory_gb * 1e9)]
 
 
+def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]:
+    """SimPoint field -> the values the command line sweeps (one value: a fixed setting)."""
+
+    def words(text: str) -> list[str]:
+        return [v.strip() for v in text.split(",") if v.strip()]
+
+    return {
+        "trace": args.trace or ["multi", "one"],
+        "rate": rates,
+        "profile": [args.profile],
+        "window": [args.window],
+        "length_noise": _floats(args.length_noise),
+        "starvation_threshold": [int(v) for v in _floats(args.starvation_threshold)],
+        "kv_capacity_tokens": _kv_capacities(args),
+        "max_num_seqs": [int(v) for v in _floats(args.max_num_seqs)],
+        "admission": words(args.admission),
+        "swap_budget": words(args.swap_budget),
+        "decodes_first": [order == "decodes-first" for order in words(args.running_order)],
+        "api_time_source": words(args.api_time),
+        "starvation_scope": words(args.starvation_scope),
+        "score_step": words(args.score_step),
+        "final_call": words(args.final_call),
+    }
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lamps-jax", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_HelpFormatter
@@ -207,9 +232,21 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--kv-tokens", default="", help="KV memory in tokens (list: a sweep); default: the profile's")
     compare.add_argument("--kv-model", help="derive the KV memory from this model (preset or HF config.json) ...")
     compare.add_argument("--device-memory-gb", type=float, default=40.0, help="... on a device of this memory")
+    compare.add_argument("--max-num-seqs", default="256", help="running requests at most (sim; list: a sweep)")
+    compare.add_argument("--admission", default="auto", help="chunk, whole or auto: the policy's system's (sim; list)")
+    compare.add_argument(
+        "--swap-budget", default="auto", help="fixed, infercept, overlap, unlimited or auto: the policy's (sim; list)"
+    )
+    compare.add_argument("--running-order", default="decodes-first", help="decodes-first or admission (sim; list)")
+    compare.add_argument("--api-time", default="oracle", help="what policies know of call durations: oracle, type_mean")
+    compare.add_argument(
+        "--starvation-scope", default="started", help="LAMPS: which waiting requests age: started, all"
+    )
+    compare.add_argument("--score-step", default="saturated", help="LAMPS score's iteration time: saturated, single")
+    compare.add_argument("--final-call", default="made", help="a trace's last call: made or dropped (sim; list)")
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
-    compare.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± sd")
+    compare.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds; several give mean ± 95% CI")
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
     compare.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
@@ -253,8 +290,24 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError("--prompt must not be empty")
     if args.command == "bench" and not _floats(args.rates):
         raise ValueError("--rates needs at least one request rate")
+    if args.command == "bench" and args.mode == "sim":
+        orders = args.running_order.split(",")
+        if any(o not in ("decodes-first", "admission") for o in orders):
+            raise ValueError(f"--running-order takes decodes-first or admission, got {args.running_order!r}")
+        _check_sim_points(args)
     if args.command == "report" and not args.json.is_file():
         raise FileNotFoundError(f"no such file: {args.json}")
+
+
+def _check_sim_points(args: argparse.Namespace) -> None:
+    """Builds one point of every swept value, so a bad setting fails before any run."""
+    from lamps_jax.bench.sim_grid import SimPoint
+
+    sweeps = _sim_sweeps(args, _floats(args.rates))
+    for field, values in sweeps.items():
+        for value in values:
+            first = {"trace": sweeps["trace"][0], "rate": sweeps["rate"][0], "policy": args.policies.split(",")[0]}
+            SimPoint(**(first | {field: value}))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -300,17 +353,11 @@ def _run_comparison(args: argparse.Namespace) -> None:
     seeds = [int(v) for v in _floats(args.seeds)]
     if args.mode == "sim":
         simulate_comparison(
-            args.trace or ["multi", "one"],
-            rates,
             policies,
-            args.window,
-            args.profile,
-            length_noises=_floats(args.length_noise),
-            starvation_thresholds=[int(v) for v in _floats(args.starvation_threshold)],
-            kv_capacities=_kv_capacities(args),
             seeds=seeds,
             jobs=args.jobs,
             output_dir=args.output,
+            **_sim_sweeps(args, rates),
         )
     else:
         real_comparison(

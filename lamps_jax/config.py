@@ -153,32 +153,65 @@ class CacheConfig:
         return int(pages)
 
 
+ADMISSIONS = ("chunk", "whole")
+SWAP_BUDGETS = ("fixed", "infercept", "overlap", "unlimited")
+API_TIME_SOURCES = ("type_mean", "oracle")
+STARVATION_SCOPES = ("started", "all")
+SCORE_STEPS = ("saturated", "single")
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Per-iteration budgets of the scheduler."""
+    """Per-iteration budgets of the scheduler and the modelling choices that docs/RESULTS.md names."""
 
     policy: str = "fcfs"
     max_num_seqs: int = 32  # requests running at once
     max_num_batched_tokens: int = 256  # token budget B of one iteration (prefill chunks + decodes)
+    # chunk: pages for the scheduled chunk only, prefill chunks mixed with decodes (vLLM v1, INFERCEPT, LAMPS);
+    # whole: vLLM 0.2: pages for the whole prompt at admission, prompt-only iterations of max_prompt_batch_tokens
+    admission: str = "chunk"
+    max_prompt_batch_tokens: int = 2048  # whole admission: tokens of one prompt-only iteration
+    decodes_first: bool = True  # running decodes are scheduled before prefill and recompute chunks
     kv_strategy: str = "preserve"  # preserve | discard | swap: what a paused request's KV does
-    max_swap_pages_per_step: int = 64  # swap budget: pages copied (out + in) per iteration
+    # pages copied each way per iteration: fixed (max_swap_pages_per_step), infercept (its per-iteration
+    # formula from the cost profile and free memory), overlap (what hides behind a full iteration), unlimited
+    swap_budget: str = "fixed"
+    max_swap_pages_per_step: int = 64  # the fixed swap budget, pages per direction
     num_host_pages: int = 0  # host pool capacity for swapped pages; when full, swap falls back to discard
     cost_profile: str = "gptj-6b-a100"  # cost model the policies reason with: a built-in name or a JSON file
-    starvation_threshold: int = 100  # LAMPS: iterations passed over before a request goes to the front
-    resort_interval: int = 0  # LAMPS: re-score and re-sort the waiting queue every k iterations (0 = every one)
+    api_time_source: str = "type_mean"  # what policies know of a call's duration: per-type mean, or oracle
+    starvation_threshold: int = 100  # LAMPS: iterations in the waiting queue before a request goes to the front
+    starvation_scope: str = "started"  # LAMPS: which waiting requests age: started (ran before) or all
+    score_step: str = "saturated"  # LAMPS score: decode iterations timed as a full (saturated) or one-token one
     length_noise: float = 0.0  # relative error of the oracle-with-noise output-length predictor
     enable_prefix_caching: bool = False  # freed full pages stay cached; a request with a cached prefix reuses it
     predictor_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be > 0")
+        if self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0 or self.max_prompt_batch_tokens <= 0:
+            raise ValueError("max_num_seqs, max_num_batched_tokens and max_prompt_batch_tokens must be > 0")
         if self.kv_strategy not in ("preserve", "discard", "swap"):
             raise ValueError(f"kv_strategy must be preserve, discard or swap, got {self.kv_strategy!r}")
+        for name, allowed in (
+            ("admission", ADMISSIONS),
+            ("swap_budget", SWAP_BUDGETS),
+            ("api_time_source", API_TIME_SOURCES),
+            ("starvation_scope", STARVATION_SCOPES),
+            ("score_step", SCORE_STEPS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.max_swap_pages_per_step <= 0 or self.num_host_pages < 0:
             raise ValueError("max_swap_pages_per_step must be > 0 and num_host_pages >= 0")
-        if self.starvation_threshold < 1 or self.resort_interval < 0 or self.length_noise < 0:
-            raise ValueError("starvation_threshold must be >= 1, resort_interval and length_noise >= 0")
+        if self.starvation_threshold < 1 or self.length_noise < 0:
+            raise ValueError("starvation_threshold must be >= 1 and length_noise >= 0")
+
+    @property
+    def max_step_tokens(self) -> int:
+        """The most tokens one iteration computes (a whole-admission prompt batch may exceed the token budget)."""
+        if self.admission == "whole":
+            return max(self.max_num_batched_tokens, self.max_prompt_batch_tokens)
+        return self.max_num_batched_tokens
 
 
 @dataclass(frozen=True)

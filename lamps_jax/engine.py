@@ -154,11 +154,15 @@ class LLMEngine:
     # ---- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         """Runs one iteration; returns the requests that finished in it (``step_deltas`` has every advance)."""
-        return [delta.output for delta in self.step_deltas() if delta.output is not None]
+        return [self.outputs.delta(request).output for request in self._advance().values() if request.is_finished]
 
     def step_deltas(self) -> list[RequestDelta]:
         """Runs one iteration; returns a delta for every request that advanced in it (new tokens and
         text) or ended (then with its ``RequestOutput``)."""
+        return [self.outputs.delta(request) for request in self._advance().values()]
+
+    def _advance(self) -> dict[str, Request]:
+        """Runs one iteration; the requests that advanced in it or ended, by id."""
         for result in self.api.poll():
             self._on_api_result(result)
         sched_out = self.scheduler.schedule()
@@ -174,8 +178,7 @@ class LLMEngine:
                 if not request.is_finished:
                     self._after_token(request, new_text)
         finished, self._finished = self._finished, []
-        advanced |= {r.req_id: r for r in finished}
-        return [self.outputs.delta(request) for request in advanced.values()]
+        return advanced | {r.req_id: r for r in finished}
 
     def _after_token(self, request: Request, new_text: str) -> None:
         text = self.outputs.text(request.req_id)

@@ -94,7 +94,10 @@ class RequestStatus(enum.Enum):
 
     @property
     def is_finished(self) -> bool:
-        return self.name.startswith("FINISHED")
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset(s for s in RequestStatus if s.name.startswith("FINISHED"))
 
 
 @dataclass(eq=False)  # an entity: queues find and remove a request by identity, not by comparing fields
@@ -128,7 +131,6 @@ class Request:
     result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
     priority: float = 0.0  # the policy's waiting-queue key, smaller first (LAMPS score, SJF length)
     planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
-    iterations_waited: int = 0  # iterations passed over in the waiting queue (starvation prevention)
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))
@@ -168,7 +170,7 @@ class Request:
 
     @property
     def is_finished(self) -> bool:
-        return self.status.is_finished
+        return self.status in FINISHED_STATUSES
 
     def tokens(self, start: int, end: int) -> list[int]:
         prompt_len = len(self.prompt_token_ids)

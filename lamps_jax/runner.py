@@ -98,7 +98,7 @@ class JaxRunner:
         sched = engine_cfg.scheduler
         self.row_buckets = {
             1: _pow2_buckets(sched.max_num_seqs),
-            self.query_block: _pow2_buckets(-(-sched.max_num_batched_tokens // self.query_block)),
+            self.query_block: _pow2_buckets(-(-sched.max_step_tokens // self.query_block)),
         }
         self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)

@@ -4,8 +4,9 @@ Simulated mode (default) replays Poisson arrivals from a trace for a time window
 engine with a cost profile (the paper's GPT-J-6B / A100 setting by default): every policy sees the
 same arrivals. Real mode runs a short, scaled-down slice of the trace on a real model (SmolLM2 or
 tiny) with the wall clock: prompts and outputs capped, API times scaled, so it finishes in minutes
-on a CPU. Both print and write the captioned tables (Markdown, CSV, JSON) and plots, and name every
-file they write. Ctrl-C during a simulated grid writes the rows of the runs finished so far, then
+on a CPU. Both print and write the captioned tables (Markdown, CSV, JSON; see ``report``: each table with a
+setting line naming every constant point field and the seeds) and plots, and name every file they write.
+Ctrl-C during a simulated grid writes the rows of the runs finished so far, then
 re-raises (``GridInterrupted``, a ``KeyboardInterrupt``).
 """
 
@@ -40,27 +41,22 @@ def _row(trace: str, rate: float, result: RunResult) -> dict:
 
 
 def simulate_comparison(
-    traces: list[str],
-    rates: list[float],
     policies: list[str],
-    window: float,
-    profile: str,
-    length_noises: Sequence[float] = (0.0,),
-    starvation_thresholds: Sequence[int] = (100,),
-    kv_capacities: Sequence[int | None] = (None,),
     seeds: Sequence[int] = (0,),
     jobs: int | None = None,
     output_dir: Path | None = None,
+    **sweeps: Sequence,
 ) -> list[dict]:
-    """Every combination of the lists, each policy on the same arrivals per (trace, rate, seed).
+    """Every combination of the ``sweeps`` (``SimPoint`` field -> values, e.g. ``trace=["multi"], rate=[3, 4]``),
+    each seed and each policy on the same arrivals per (trace, rate, seed).
 
     On Ctrl-C the finished runs' rows are printed and written (no plots), then ``GridInterrupted`` is re-raised.
     """
     points = [
-        SimPoint(trace, rate, policy, profile, window, noise, threshold, kv, seed)
-        for trace, rate, noise, threshold, kv, seed, policy in itertools.product(
-            traces, rates, length_noises, starvation_thresholds, kv_capacities, seeds, policies
-        )
+        SimPoint(**dict(zip(sweeps, values, strict=True)), seed=seed, policy=policy)
+        for values in itertools.product(*sweeps.values())
+        for seed in seeds
+        for policy in policies
     ]
     try:
         results = run_grid(points, jobs)
@@ -219,6 +215,6 @@ def _report(rows: list[dict], output_dir: Path | None, stem: str, plots: bool = 
     if output_dir is None:
         return
     written = write_rows(rows, output_dir, stem)
-    if plots and len({tuple(r[k] for k in point_keys(rows)) for r in rows}) > 1:
+    if plots and len({tuple(r.get(k) for k in point_keys(rows)) for r in rows}) > 1:
         written.append(save(sweep_figure(rows), output_dir / f"{stem}_sweep.png"))
     print_written(written)

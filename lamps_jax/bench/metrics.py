@@ -22,9 +22,13 @@ def api_time(output: RequestOutput) -> float:
     return sum(t1 - t0 for (status, t0), (_, t1) in itertools.pairwise(output.timeline) if status == "paused_api")
 
 
+PREEMPTED_TO = ("waiting", "swapped")  # a running request sent back: to be recomputed, or swapped out whole
+
+
 def preemptions(output: RequestOutput) -> int:
-    """Times the request was put back to waiting while running (its KV dropped, to be recomputed)."""
-    return sum(1 for (a, _), (b, _) in itertools.pairwise(output.timeline) if (a, b) == ("running", "waiting"))
+    """Times the request was sent back while running: to waiting (its KV dropped, to be recomputed) or to
+    the host (all its pages swapped out)."""
+    return sum(1 for (a, _), (b, _) in itertools.pairwise(output.timeline) if a == "running" and b in PREEMPTED_TO)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

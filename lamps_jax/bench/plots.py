@@ -27,10 +27,20 @@ AXIS_LABELS = {
     "kv_capacity_tokens": "KV capacity (tokens)",
     "length_noise": "relative noise of predicted lengths",
     "starvation_threshold": "starvation threshold (iterations)",
+    "max_num_seqs": "running requests at most",
+    "admission": "admission",
+    "swap_budget": "swap budget",
+    "decodes_first": "decodes scheduled first",
+    "api_time_source": "API time known to the scheduler",
+    "starvation_scope": "requests that age (starvation)",
+    "score_step": "LAMPS score's iteration time",
+    "final_call": "a trace's final API call",
+    "max_model_len": "context limit (tokens)",
 }
 POLICY_STYLES = {
     "vllm": {"color": "tab:blue", "linestyle": "-", "marker": "o"},
     "infercept": {"color": "tab:orange", "linestyle": "--", "marker": "s"},
+    "infercept_swap": {"color": "tab:brown", "linestyle": "--", "marker": "P"},
     "sjf": {"color": "tab:green", "linestyle": ":", "marker": "^"},
     "lamps_no_rank": {"color": "tab:purple", "linestyle": "-.", "marker": "v"},
     "lamps": {"color": "tab:red", "linestyle": "-", "marker": "D", "linewidth": 2.2, "zorder": 3},
@@ -65,7 +75,7 @@ def _caption(fig: Figure, text: str) -> None:
 
 
 def sweep_figure(rows: list[dict]) -> Figure:
-    """Mean E2E and TTFT (± sd over seeds) against the swept key, one line per policy, a column per trace.
+    """Mean E2E and TTFT (± 95% CI over seeds) against the swept key, one line per policy, a column per trace.
 
     The swept key is the rate if it varies, else the first other point key that does; any further
     varying key becomes part of the line labels.
@@ -88,7 +98,7 @@ def sweep_figure(rows: list[dict]) -> Figure:
                 ax.errorbar(
                     [r[x_key] for r in runs],
                     [r[metric] for r in runs],
-                    yerr=[r.get(f"{metric}_sd", 0.0) for r in runs],
+                    yerr=[r.get(f"{metric}_ci95") or 0.0 for r in runs],
                     capsize=3,
                     label=name,
                     **policy_style(label[0]),
@@ -108,7 +118,7 @@ def sweep_figure(rows: list[dict]) -> Figure:
     fig.suptitle(f"Mean latency per policy against the {AXIS_LABELS.get(x_key, x_key)}")
     _caption(
         fig,
-        f"Top: mean end-to-end latency; bottom: mean time to first token; error bars: sd over "
+        f"Top: mean end-to-end latency; bottom: mean time to first token; error bars: 95% CI (Student t) over "
         f"{plural(seeds, 'seed')}. Each policy keeps its color and line style; lamps is drawn thick, on top.",
     )
     return fig

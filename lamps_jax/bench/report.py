@@ -1,26 +1,41 @@
-"""Tables of a policy comparison, with their captions: Markdown for the console and Markdown, CSV, JSON files.
+"""Tables of a policy comparison, each after its caption and setting line: Markdown for the console, and
+Markdown, CSV, JSON files.
 
-Table 1 holds every metric per point and policy; Table 2 the reduction of LAMPS's latency vs each
-baseline. ``check_rows`` tells the rows of a comparison from any other JSON before they are rendered.
+Table 1 holds every metric per point and policy, as the mean over seeds ± the half-width of its 95% confidence
+interval (Student t, n - 1 degrees of freedom; no interval with one seed). Table 2 holds the reduction of LAMPS's
+latency vs each baseline, computed per seed on paired runs (same point and seed) and then averaged the same way.
+A point is every field of ``SimPoint`` but the policy and the seed: a table's columns are the trace, the rate and
+the point fields whose value differs between its rows; the setting line under each caption states the fields
+that are constant, with their values, and the seeds. A field that no row holds (a JSON written before the field
+existed) is left out of both. ``check_rows`` tells the rows of a comparison from any other JSON.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import json
+import math
 from pathlib import Path
+
+from scipy.stats import t as student_t  # scipy: a run dependency of jax
 
 from lamps_jax.bench.wording import plural
 
-# What identifies a run apart from its policy and seed; a table shows the ones that vary.
-POINT_KEYS = ("trace", "rate", "profile", "window", "kv_capacity_tokens", "length_noise", "starvation_threshold")
-POINT_TITLES = {
+POINT_TITLES = {  # short column titles of the point fields; any other field is titled by its name
     "rate": "rate/s",
+    "window": "window s",
     "kv_capacity_tokens": "KV tokens",
     "length_noise": "noise",
     "starvation_threshold": "starve",
+    "max_num_seqs": "seqs",
+    "final_call": "final call",
 }
-BASELINES = ("infercept", "vllm", "lamps_no_rank")
+SETTING_UNITS = {"window": " s"}
+NONE_MEANS = {"kv_capacity_tokens": "the profile's"}  # what a None value stands for; elsewhere: not recorded
+BASELINES = ("infercept", "infercept_swap", "vllm", "sjf", "lamps_no_rank")
+SATURATION_BASELINES = ("vllm", "infercept", "infercept_swap", "sjf")  # the baselines a rate is measured against
 
 TABLE_COLUMNS = (
     ("e2e_mean", "E2E mean s"),
@@ -41,9 +56,34 @@ REDUCTION_COLUMNS = (
 )
 
 
+@functools.cache
+def point_fields() -> tuple[str, ...]:
+    """Trace, rate, then every other ``SimPoint`` field but policy and seed: what sets a run apart."""
+    from lamps_jax.bench.sim_grid import SimPoint  # late: sim_grid imports the engine
+
+    names = [f.name for f in dataclasses.fields(SimPoint) if f.name not in ("policy", "seed")]
+    return ("trace", "rate", *(n for n in names if n not in ("trace", "rate")))
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "POINT_KEYS":  # the point fields, read from SimPoint when first asked for
+        return point_fields()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _held(rows: list[dict]) -> list[str]:
+    """The point fields some row holds, besides trace and rate."""
+    return [k for k in point_fields()[2:] if any(k in r for r in rows)]
+
+
 def point_keys(rows: list[dict]) -> list[str]:
-    """Trace and rate, plus every other point key whose value differs between rows."""
-    return [k for k in POINT_KEYS if k in ("trace", "rate") or len({r.get(k) for r in rows}) > 1]
+    """Trace and rate, plus every point field whose value differs between rows (a row lacking it differs)."""
+    return ["trace", "rate"] + [k for k in _held(rows) if len({r.get(k) for r in rows}) > 1]
+
+
+def constant_fields(rows: list[dict]) -> dict:
+    """The point fields (besides trace and rate) that every row holds with one value, and that value."""
+    return {k: rows[0].get(k) for k in _held(rows) if len({r.get(k) for r in rows}) == 1}
 
 
 def group_rows(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
@@ -53,10 +93,22 @@ def group_rows(rows: list[dict], keys: list[str]) -> dict[tuple, list[dict]]:
     return groups
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
-    return mean, sd
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """The mean and the sample standard deviation (None with one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+
+
+def ci95_half_width(sd: float, n: int) -> float:
+    """Half-width of the 95% confidence interval of a mean of n values: t(0.975, n - 1) * sd / sqrt(n)."""
+    return float(student_t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float | None]:
+    """The mean and the half-width of its 95% confidence interval (Student t); None with one value."""
+    mean, sd = mean_sd(values)
+    return mean, None if sd is None else ci95_half_width(sd, len(values))
 
 
 def _reduction(ours: float, theirs: float) -> float:
@@ -65,11 +117,12 @@ def _reduction(ours: float, theirs: float) -> float:
 
 
 def aggregate_seeds(rows: list[dict]) -> list[dict]:
-    """One row per point and policy: numeric metrics averaged over seeds, with ``<metric>_sd`` and ``seeds``.
+    """One row per point and policy: each numeric metric's mean over seeds, ``seeds`` (their number n) and, with
+    n >= 2, ``<metric>_ci95`` (95% CI half-width, Student t) and ``<metric>_sd`` (sample sd, for error bars).
 
     A metric some seeds lack (a ``strategy_<name>`` count where no call chose that strategy) counts as 0 there.
     """
-    keys = [k for k in (*POINT_KEYS, "policy") if any(k in r for r in rows)]
+    keys = ["trace", "rate", *_held(rows), "policy"]
     merged = []
     for group in group_rows(rows, keys).values():
         out = {k: group[0].get(k) for k in keys} | {"seeds": len(group)}
@@ -77,17 +130,11 @@ def aggregate_seeds(rows: list[dict]) -> list[dict]:
         for metric in metrics:
             if metric in out or metric == "seed":
                 continue
-            out[metric], out[f"{metric}_sd"] = _mean_sd([r.get(metric, 0) for r in group])
+            out[metric], sd = mean_sd([r.get(metric, 0) for r in group])
+            if sd is not None:
+                out[f"{metric}_sd"], out[f"{metric}_ci95"] = sd, ci95_half_width(sd, len(group))
         merged.append(out)
     return merged
-
-
-def _cell(row: dict, key: str) -> str:
-    value = row.get(key)
-    if not isinstance(value, float):
-        return str(value)
-    sd = row.get(f"{key}_sd")
-    return f"{_number(value)} ± {_number(sd, 2)}" if sd else _number(value)
 
 
 def _number(value: float, digits: int = 4) -> str:
@@ -95,13 +142,31 @@ def _number(value: float, digits: int = 4) -> str:
     return f"{value:.0f}" if abs(value) >= 10 ** (digits - 1) else f"{value:.{digits}g}"
 
 
+def _point_text(key: str, value: object) -> str:
+    return NONE_MEANS.get(key, "n/r") if value is None else str(value)
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, float):
+        return "n/r" if value is None else str(value)
+    half = row.get(f"{key}_ci95")
+    return _number(value) if half is None else f"{_number(value)} ± {_number(half, 2)}"
+
+
+def _row_line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """Per point and policy, mean ± sd over seeds where there are several."""
+    """Table 1: per point and policy, every metric as mean ± 95% CI half-width over seeds (the mean alone for one)."""
     rows = aggregate_seeds(rows)
-    keys = point_keys(rows) + ["policy"] + [k for k, _ in TABLE_COLUMNS]
-    header = [POINT_TITLES.get(k, k) for k in point_keys(rows)] + ["policy"] + [t for _, t in TABLE_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row, k) for k in keys) + " |" for row in rows]
+    keys = point_keys(rows)
+    header = [POINT_TITLES.get(k, k) for k in keys] + ["policy"] + [t for _, t in TABLE_COLUMNS]
+    lines = [_row_line(header), "|" + "---|" * len(header)]
+    for row in rows:
+        point = [_point_text(k, row.get(k)) for k in keys]
+        lines.append(_row_line(point + [row["policy"]] + [_cell(row, k) for k, _ in TABLE_COLUMNS]))
     return "\n".join(lines) + "\n"
 
 
@@ -128,81 +193,121 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
     return best
 
 
+def paired_reductions(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> list[dict]:
+    """Per point and baseline present: ``policy``'s reduction of each Table 2 metric vs the baseline.
+
+    The reduction (baseline - policy) / baseline is taken per seed, on the two runs of the same point and seed;
+    each row holds the point's varying keys, ``vs`` (the baseline), ``pairs`` (the seeds paired) and, per metric,
+    the mean reduction and, with two pairs or more, ``<metric>_ci95`` (95% CI half-width, Student t).
+    """
+    keys = point_keys(rows)
+    out = []
+    for point, group in group_rows(rows, keys).items():
+        runs = {run: found[0] for run, found in group_rows(group, ["policy", "seed"]).items()}
+        for base in baselines:
+            pairs = [
+                (ours, runs[(base, seed)])
+                for (name, seed), ours in runs.items()
+                if name == policy and (base, seed) in runs
+            ]
+            if not pairs:
+                continue
+            entry = dict(zip(keys, point)) | {"vs": base, "pairs": len(pairs)}
+            for metric, _ in REDUCTION_COLUMNS:
+                entry[metric], half = mean_ci95([_reduction(ours[metric], theirs[metric]) for ours, theirs in pairs])
+                if half is not None:
+                    entry[f"{metric}_ci95"] = half
+            out.append(entry)
+    return out
+
+
 def improvement_table(
     rows: list[dict],
     policy: str = "lamps",
     baselines: tuple[str, ...] = BASELINES,
     ttft_limit: float = 1.0,
 ) -> str:
-    """Markdown: reduction of ``policy``'s metrics vs each baseline per point (mean ± sd over seeds).
+    """Table 2 (Markdown): ``paired_reductions`` as mean ± 95% CI half-width over the paired seeds.
 
-    With a rate sweep that saturates a baseline, each rate is also given as a fraction of the rate that
-    the strongest of ``vllm``, ``infercept`` and ``sjf`` sustains (see ``saturation_rates``). Empty when
-    no point has both ``policy`` and a baseline.
+    With a rate sweep that saturates a baseline, each rate is also given as a fraction of the rate that the
+    strongest of ``SATURATION_BASELINES`` sustains (see ``saturation_rates``). Empty when no point has both
+    ``policy`` and a baseline.
     """
-    keys = point_keys(rows)
-    saturation = saturation_rates(rows, ("vllm", "infercept", "sjf"), ttft_limit)
-    header = [POINT_TITLES.get(k, k) for k in keys] + ["of saturation", "vs"] + [t for _, t in REDUCTION_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for point, group in group_rows(rows, keys).items():
-        by_policy = group_rows(group, ["policy", "seed"])
-        saturated = saturation.get(tuple(v for k, v in zip(keys, point) if k != "rate"))
-        fraction = f"{point[keys.index('rate')] / saturated[1]:.2f}" if saturated else "n/a"
-        for base in baselines:
-            pairs = [
-                (run[0], by_policy[(base, seed)][0])
-                for (name, seed), run in by_policy.items()
-                if name == policy and (base, seed) in by_policy
-            ]
-            if not pairs:
-                continue
-            cells = []
-            for metric, _ in REDUCTION_COLUMNS:
-                mean, sd = _mean_sd([_reduction(ours[metric], theirs[metric]) for ours, theirs in pairs])
-                cells.append(f"{mean:.1%} ± {sd:.1%}" if len(pairs) > 1 else f"{mean:.1%}")
-            lines.append("| " + " | ".join([str(v) for v in point] + [fraction, base] + cells) + " |")
-    if len(lines) == 2:
+    reductions = paired_reductions(rows, policy, baselines)
+    if not reductions:
         return ""
+    keys = point_keys(rows)
+    saturation = saturation_rates(rows, SATURATION_BASELINES, ttft_limit)
+    header = [POINT_TITLES.get(k, k) for k in keys] + ["of saturation", "vs"] + [t for _, t in REDUCTION_COLUMNS]
+    lines = [_row_line(header), "|" + "---|" * len(header)]
+    for entry in reductions:
+        saturated = saturation.get(tuple(entry[k] for k in keys if k != "rate"))
+        fraction = f"{entry['rate'] / saturated[1]:.2f}" if saturated else "n/a"
+        cells = []
+        for metric, _ in REDUCTION_COLUMNS:
+            half = entry.get(f"{metric}_ci95")
+            cells.append(f"{entry[metric]:.1%}" if half is None else f"{entry[metric]:.1%} ± {half:.1%}")
+        lines.append(_row_line([_point_text(k, entry[k]) for k in keys] + [fraction, entry["vs"]] + cells))
     notes = [
         f"Saturation (mean TTFT > {ttft_limit:g} s) of the strongest baseline at "
-        + ", ".join(f"{k}={v}" for k, v in zip([k for k in keys if k != "rate"], point))
+        + ", ".join(f"{k}={_point_text(k, v)}" for k, v in zip([k for k in keys if k != "rate"], point))
         + f": {name} sustains {rate:g} req/s."
         for point, (name, rate) in saturation.items()
     ]
     return "\n".join(lines) + "\n" + "".join(f"\n{n}" for n in notes) + ("\n" if notes else "")
 
 
-def _seeds_phrase(rows: list[dict]) -> str:
-    seeds = len({r.get("seed") for r in rows})
-    return f"mean ± sd over {plural(seeds, 'seed')}" if seeds > 1 else "one seed"
+def interval_phrase(counts: list[int]) -> str:
+    """How the cells of a table were averaged, given the number of seeds behind each of its rows."""
+    low, high = min(counts), max(counts)
+    if high < 2:
+        return "one seed per point, so no interval"
+    n = f"{high}" if low == high else f"{low} to {high}"
+    return f"mean ± 95% CI (Student t, {n} seeds)" + ("; the mean alone where one seed" if low < 2 else "")
+
+
+def setting_text(rows: list[dict]) -> str:
+    """The setting line printed with every table: each point field constant over the rows, and the seeds."""
+    fields = [
+        f"{k}={_point_text(k, v)}{SETTING_UNITS.get(k, '') if v is not None else ''}"
+        for k, v in constant_fields(rows).items()
+    ]
+    seeds = sorted({r["seed"] for r in rows if "seed" in r})
+    seed_text = f"{'seeds' if len(seeds) > 1 else 'seed'} {', '.join(map(str, seeds)) or 'not recorded'}"
+    return "Setting: " + "; ".join([", ".join(fields), seed_text] if fields else [seed_text]) + "."
 
 
 def metrics_caption(rows: list[dict]) -> str:
+    counts = [r["seeds"] for r in aggregate_seeds(rows)]
     return (
-        f"Table 1. Every metric per point and policy ({_seeds_phrase(rows)}). E2E: end-to-end latency; "
+        f"Table 1. Every metric per point and policy; cells: {interval_phrase(counts)}. E2E: end-to-end latency; "
         "TTFT: time to first token; norm.: (E2E - API time) / generated tokens; req/s: finished requests per "
         "second; KV waste: share of the KV memory-time held by requests paused for an API call; preempted: "
-        "running requests sent back to wait (KV dropped); finished: requests served to completion."
+        "times a running request was sent back, to wait (KV dropped) or to the host (KV swapped out); finished: "
+        "requests served to completion; n/r: not recorded in that row."
     )
 
 
-def reduction_caption(rows: list[dict], policy: str = "lamps") -> str:
+def reduction_caption(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> str:
+    counts = [r["pairs"] for r in paired_reductions(rows, policy, baselines)] or [1]
     return (
-        f"Table 2. Reduction of {policy}'s latency vs each baseline: (baseline - {policy}) / baseline, paired by "
-        f"seed ({_seeds_phrase(rows)}); negative = {policy} is slower. of saturation: the rate as a fraction of "
-        "the highest rate the strongest of vllm, infercept and sjf sustains (n/a: none saturates in the sweep)."
+        f"Table 2. Reduction of {policy}'s latency vs each baseline, (baseline - {policy}) / baseline, computed per "
+        f"seed on paired runs (same point and seed); cells: {interval_phrase(counts)}; negative = {policy} is "
+        "slower. of saturation: the rate as a fraction of the highest rate the strongest of "
+        f"{', '.join(SATURATION_BASELINES)} sustains (n/a: none saturates in the sweep)."
     )
 
 
 def comparison_markdown(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> str:
-    """Table 1 (every metric) and Table 2 (reductions vs the baselines), each after its caption line.
+    """Table 1 (every metric) and Table 2 (reductions vs the baselines), each after its caption and setting lines.
 
     Without ``policy`` and a baseline in the rows, one line says why there is no Table 2.
     """
-    parts = [metrics_caption(rows) + "\n", markdown_table(rows)]
+    setting = setting_text(rows)
+    parts = [f"{metrics_caption(rows)}\n{setting}\n", markdown_table(rows)]
     reductions = improvement_table(rows, policy, baselines)
     if reductions:
-        parts += [reduction_caption(rows, policy) + "\n", reductions]
+        parts += [f"{reduction_caption(rows, policy, baselines)}\n{setting}\n", reductions]
     else:
         present = ", ".join(dict.fromkeys(r["policy"] for r in rows))
         parts.append(

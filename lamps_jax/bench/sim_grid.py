@@ -29,6 +29,7 @@ from lamps_jax.bench.harness import RunCurves, run_workload
 from lamps_jax.bench.wording import plural
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import load_cost_model
+from lamps_jax.scheduler.policies import POLICIES
 from lamps_jax.sim.engine import simulated_engine
 from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
@@ -43,8 +44,14 @@ def check_kv_capacity(tokens: int | None) -> None:
         raise ValueError(f"a KV capacity must be at least one page ({PAGE_SIZE} tokens), got {tokens} tokens")
 
 
+AUTO = "auto"  # a point's admission or swap budget: what the policy's reference system used
+
+
 @dataclass(frozen=True)
 class SimPoint:
+    """One simulated run. Every field is a setting a results table prints; docs/RESULTS.md ("Modelling
+    choices") gives the reference code behind each default."""
+
     trace: str  # "multi", "one" or a trace file
     rate: float  # requests per second
     policy: str
@@ -54,6 +61,15 @@ class SimPoint:
     starvation_threshold: int = 100
     kv_capacity_tokens: int | None = None  # None: the profile's own KV memory
     seed: int = 0
+    max_num_seqs: int = 256  # vLLM 0.2's default, which every reference run kept (arg_utils.py:28)
+    admission: str = AUTO  # chunk | whole | auto (vllm: whole, the others: chunk)
+    swap_budget: str = AUTO  # fixed | infercept | overlap | unlimited | auto (the policy's own)
+    decodes_first: bool = True
+    api_time_source: str = "oracle"  # the reference runs give the scheduler each call's true duration
+    starvation_scope: str = "started"
+    score_step: str = "saturated"
+    final_call: str = "made"  # a trace's last call: made (the reference driver) or dropped
+    max_model_len: int = 2048  # GPT-J's context; requests are cut as the reference driver cuts them
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
@@ -61,10 +77,32 @@ class SimPoint:
         if not (math.isfinite(self.window) and self.window > 0):
             raise ValueError(f"the arrival window must be a number of seconds > 0, got {self.window}")
         check_kv_capacity(self.kv_capacity_tokens)
+        self.scheduler_config()  # a bad policy, admission, budget or source fails here
 
     def columns(self) -> dict:
         """The point as leading table columns (the trace by its short name)."""
         return dataclasses.asdict(self) | {"trace": Path(self.trace).stem}
+
+    def scheduler_config(self) -> SchedulerConfig:
+        """The scheduler of this run, with ``auto`` resolved to the policy's reference system."""
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown scheduling policy {self.policy!r}; known: {', '.join(POLICIES)}")
+        policy = POLICIES[self.policy]
+        return SchedulerConfig(
+            policy=self.policy,
+            max_num_seqs=self.max_num_seqs,
+            admission=policy.anchor_admission if self.admission == AUTO else self.admission,
+            swap_budget=policy.anchor_swap_budget if self.swap_budget == AUTO else self.swap_budget,
+            decodes_first=self.decodes_first,
+            api_time_source=self.api_time_source,
+            length_noise=self.length_noise,
+            predictor_seed=self.seed,
+            starvation_threshold=self.starvation_threshold,
+            starvation_scope=self.starvation_scope,
+            score_step=self.score_step,
+            cost_profile=self.profile,
+            kv_strategy="preserve",
+        )
 
 
 @dataclass
@@ -84,13 +122,16 @@ class GridInterrupted(KeyboardInterrupt):
 
 
 @functools.cache
-def _trace_requests(trace: str) -> tuple[WorkloadRequest, ...]:
-    return tuple(load_trace(DEFAULT_TRACES.get(trace, trace)))
+def _trace_requests(
+    trace: str, final_call: str = "made", max_model_len: int | None = None
+) -> tuple[WorkloadRequest, ...]:
+    path = DEFAULT_TRACES.get(trace, trace)
+    return tuple(load_trace(path, final_call=final_call, max_model_len=max_model_len))
 
 
 def _check_point(point: SimPoint) -> None:
     """Fails on a bad trace, profile, or a profile without KV capacity when the point gives none."""
-    _trace_requests(point.trace)
+    _trace_requests(point.trace, point.final_call, point.max_model_len)
     cost = load_cost_model(point.profile)
     if point.kv_capacity_tokens is None and cost.kv_capacity_tokens is None:
         raise ValueError(
@@ -101,16 +142,15 @@ def _check_point(point: SimPoint) -> None:
 
 def run_point(point: SimPoint) -> PointResult:
     cost = load_cost_model(point.profile)
-    config = SchedulerConfig(
-        policy=point.policy,
-        length_noise=point.length_noise,
-        predictor_seed=point.seed,
-        starvation_threshold=point.starvation_threshold,
-        cost_profile=point.profile,
-        kv_strategy="preserve",
+    engine = simulated_engine(
+        cost,
+        point.scheduler_config(),
+        kv_capacity_tokens=point.kv_capacity_tokens,
+        page_size=PAGE_SIZE,
+        max_model_len=point.max_model_len,
     )
-    engine = simulated_engine(cost, config, kv_capacity_tokens=point.kv_capacity_tokens, page_size=PAGE_SIZE)
-    arrivals = poisson_arrivals(_trace_requests(point.trace), point.rate, point.window, point.seed)
+    requests = _trace_requests(point.trace, point.final_call, point.max_model_len)
+    arrivals = poisson_arrivals(requests, point.rate, point.window, point.seed)
     result = run_workload(engine, arrivals, window=point.window, progress=False)
     return PointResult(point, point.columns() | result.metrics(), result.curves())
 

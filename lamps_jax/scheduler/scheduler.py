@@ -2,15 +2,24 @@
 
 One rule covers prefill, chunked prefill, recompute and decode: each scheduled request gets tokens
 until its computed count catches up with its token count, within a per-iteration token budget and
-the free pages. Running requests go first (in admission order); waiting requests follow in the
-policy's order. When a running request needs a page and none is free, the policy picks a victim
-among the running requests not yet scheduled this step and not swapped in this step; the victim's
-pages are freed and it goes back to the front of the waiting queue to be recomputed.
+the free pages. Running requests go first (decodes before prefill chunks when ``decodes_first``,
+otherwise in admission order); waiting requests follow in the policy's order.
+
+Admission (``SchedulerConfig.admission``): ``chunk`` gives a waiting request pages for its first chunk
+(vLLM v1, INFERCEPT's and LAMPS's chunk-fill schedulers); ``whole`` is vLLM 0.2's block manager: a
+request is admitted only when pages for its whole current length are free, and an iteration that
+admits runs prompts only (up to ``max_prompt_batch_tokens``), without decodes.
+
+When a running request needs a page and none is free, the policy names a victim: a paused request it
+marks (INFERCEPT, LAMPS), else the latest-arrived running request not yet scheduled this step, else
+the request itself. A victim is recomputed (pages freed, back to waiting) or, for a policy that
+preempts by swap (INFERCEPT), loses just enough pages from the tail of its context to the host; its
+tail comes back before it runs again.
 
 Paused requests (API calls) leave the running set with a KV strategy: Preserve keeps the pages,
 Discard frees them (the context is recomputed from the waiting queue on return), Swap copies them
-to host memory within a per-iteration swap budget (falling back to Discard when the host pool is
-full) and copies them back into fresh device pages before the request runs again.
+to host memory within the swap budget (falling back to Discard when the host pool is full) and
+copies them back into fresh device pages before the request runs again.
 
 Contract: ``schedule()`` returns what runs; after the runner executes it, ``update()`` must be
 called with the runner's output exactly once. The scheduler owns the device and host page pools.
@@ -19,6 +28,7 @@ called with the runner's output exactly once. The scheduler owns the device and 
 from __future__ import annotations
 
 from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from lamps_jax.clock import Clock
 from lamps_jax.config import SchedulerConfig
@@ -28,6 +38,37 @@ from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput, SwapCopy
 from lamps_jax.scheduler.policies import make_policy
 from lamps_jax.scheduler.prefix import register_full_pages, take_cached_prefix
+from lamps_jax.scheduler.waiting_queue import WaitingQueue
+
+UNLIMITED_PAGES = 10**9
+
+
+@dataclass
+class _Step:
+    """What one ``schedule()`` call has decided so far, and the budgets it has left."""
+
+    tokens_left: int
+    swap_out_left: int
+    swap_in_left: int
+    swap_out_budget: int
+    swap_in_budget: int
+    scheduled: list[ScheduledChunk] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)
+    swap_out: list[SwapCopy] = field(default_factory=list)
+    swap_in: list[SwapCopy] = field(default_factory=list)
+    scheduled_ids: set[str] = field(default_factory=set)
+    pinned: set[str] = field(default_factory=set)  # scheduled or swapped in: never a victim this step
+    host_pages_read: list[int] = field(default_factory=list)  # freed once the step's copies are issued
+    short_of_pages: bool = False
+
+    def output(self) -> SchedulerOutput:
+        return SchedulerOutput(self.scheduled, self.preempted, self.swap_out, self.swap_in)
+
+    def schedule(self, request: Request, num_new: int) -> None:
+        self.scheduled.append(ScheduledChunk.of(request, num_new))
+        self.tokens_left -= num_new
+        self.scheduled_ids.add(request.req_id)
+        self.pinned.add(request.req_id)
 
 
 class Scheduler:
@@ -48,13 +89,14 @@ class Scheduler:
         self.max_model_len = max_model_len
         self.clock = clock
         self.policy = make_policy(config, load_cost_model(config.cost_profile))
-        self.waiting: list[Request] = []  # in the policy's admission order
+        self.waiting = WaitingQueue(self.policy.waiting_key, self.policy.starvation_threshold)
         self.running: list[Request] = []
         self.paused: dict[str, Request] = {}  # API call in flight
         self.swap_out_queue: deque[Request] = deque()  # paused with Swap, copy not issued yet
-        self.swap_in_queue: deque[Request] = deque()  # call returned, pages on the host
+        self.swap_in_queue: deque[Request] = deque()  # all its pages on the host, to come back whole
         self.requests: dict[str, Request] = {}
-        self.strategy_counts: Counter[str] = Counter()  # per API call: the strategy used (and later swaps)
+        self.iteration = 0  # schedule() calls so far
+        self.strategy_counts: Counter[str] = Counter()  # per API call: the strategy used (and later changes)
         self.prefix_cache_pages: Counter[str] = Counter()  # full pages looked up in the prefix cache, and hit
 
     # ---- queue management -------------------------------------------------------------------
@@ -72,9 +114,11 @@ class Scheduler:
         request = self.requests.pop(req_id, None)
         if request is None:
             return None
-        for queue in (self.running, self.waiting, self.swap_out_queue, self.swap_in_queue):
+        for queue in (self.running, self.swap_out_queue, self.swap_in_queue):
             if request in queue:
                 queue.remove(request)
+        if request in self.waiting:
+            self.waiting.remove(request)
         self.paused.pop(req_id, None)
         self._free_pages(request)
         request.set_status(status, self.clock.now())
@@ -83,6 +127,7 @@ class Scheduler:
     # ---- API calls --------------------------------------------------------------------------
     def pause(self, request: Request, call: ApiCall) -> KVStrategy:
         """Takes a running request out for an API call, with the policy's strategy; returns the one used."""
+        request.api_call = call  # policies read the call in flight
         strategy = self.policy.strategy_for_call(request, call, self)
         self.running.remove(request)
         if strategy is KVStrategy.SWAP and not self._reserve_host_pages(request):
@@ -91,12 +136,20 @@ class Scheduler:
             self._discard(request)
         elif strategy is KVStrategy.SWAP:
             self.swap_out_queue.append(request)
-        request.strategy, request.api_call = strategy, call  # both cleared on resume
+        request.strategy = strategy  # cleared on resume, with api_call
         self.strategy_counts[strategy.value] += 1
         request.num_api_calls += 1
         self.paused[request.req_id] = request
         request.set_status(RequestStatus.PAUSED_API, self.clock.now())
         return strategy
+
+    def discard_paused(self, request: Request) -> None:
+        """A policy's late decision: a paused request's KV (on the device or the host) is dropped."""
+        if request in self.swap_out_queue:
+            self.swap_out_queue.remove(request)
+        self._discard(request)
+        self.strategy_counts[f"{request.strategy.value}->discard"] += 1
+        request.strategy = KVStrategy.DISCARD
 
     def resume(self, req_id: str, token_ids: list[int]) -> None:
         """Appends an API result to a paused request and queues it to run again."""
@@ -112,10 +165,10 @@ class Scheduler:
             self._free_host_pages(request)
             request.strategy = KVStrategy.PRESERVE
         if request.strategy is KVStrategy.PRESERVE and len(self.running) < self.config.max_num_seqs:
-            self.running.append(request)
+            self.running.append(request)  # a tail on the host comes back before it runs
             request.set_status(RequestStatus.RUNNING, now)
         elif request.strategy is KVStrategy.PRESERVE:  # no room: first in line, keeping its pages
-            self.waiting.insert(0, request)
+            self.waiting.push_front(request)
             request.set_status(RequestStatus.WAITING, now)
         elif request.strategy is KVStrategy.SWAP:
             self.swap_in_queue.append(request)
@@ -127,98 +180,204 @@ class Scheduler:
 
     # ---- one iteration ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
+        self.iteration += 1
         self.policy.on_iteration(self)
-        swap_out, swap_in = self._schedule_swaps()
-        budget = self.config.max_num_batched_tokens
-        scheduled: list[ScheduledChunk] = []
-        preempted: list[str] = []
+        swap_out, swap_in = self._swap_budgets()
+        step = _Step(self.config.max_num_batched_tokens, swap_out, swap_in, swap_out, swap_in)
+        self._issue_swap_outs(step)
+        self._issue_swap_ins(step)
+        if self.config.admission == "whole" and not self.swap_in_queue and self._admit_whole_prompts(step):
+            return self._finish_step(step)  # vLLM 0.2: an iteration that admits prompts runs only them
+        self._schedule_running(step)
+        if self.config.admission == "chunk" and not step.preempted and not step.short_of_pages:
+            self._admit_chunks(step)
+        return self._finish_step(step)
 
-        # A request swapped in this step is never a victim: its swap-in still scatters into its pages.
-        swapped_in = {copy.req_id for copy in swap_in}
-        short_of_pages = False
-        idx = 0
-        while idx < len(self.running) and budget > 0:
-            request = self.running[idx]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            fits = self._grow_pages(request, request.num_computed_tokens + num_new)
-            while not fits:
-                candidates = [r for r in self.running[idx:] if r.req_id not in swapped_in]
-                if not candidates:  # only this step's swap-ins could make room: wait a step
-                    short_of_pages = True
-                    break
-                victim = self.policy.choose_victim(candidates)
-                self._preempt(victim)
-                preempted.append(victim.req_id)
-                if victim is request:
-                    break
-                fits = self._grow_pages(request, request.num_computed_tokens + num_new)
-            if fits:
-                scheduled.append(ScheduledChunk.of(request, num_new))
-                budget -= num_new
-            if idx < len(self.running) and self.running[idx] is request:
-                idx += 1
+    def _finish_step(self, step: _Step) -> SchedulerOutput:
+        if step.host_pages_read:  # host pages read by this step's swap-ins are reused only from the next step
+            self.host_pool.free(step.host_pages_read)
+        return step.output()
 
-        while (
-            self.waiting
-            and budget > 0
-            and not preempted
-            and not short_of_pages
-            and len(self.running) < self.config.max_num_seqs
-        ):
-            request = self.policy.next_waiting(self.waiting)
+    def _running_order(self) -> list[Request]:
+        if not self.config.decodes_first:
+            return list(self.running)
+        decodes = [r for r in self.running if r.num_tokens - r.num_computed_tokens == 1]
+        return decodes + [r for r in self.running if r.num_tokens - r.num_computed_tokens != 1]
+
+    def _schedule_running(self, step: _Step) -> None:
+        order = self._running_order()
+        for pos, request in enumerate(order):
+            if step.tokens_left <= 0:
+                return
+            if request.status is not RequestStatus.RUNNING or request.req_id in step.scheduled_ids:
+                continue  # preempted earlier in this step
+            if request.host_page_ids and not self._swap_in_tail(request, step):
+                continue
+            num_new = min(request.num_tokens - request.num_computed_tokens, step.tokens_left)
+            if self._make_room(request, request.num_computed_tokens + num_new, order, pos, step):
+                step.schedule(request, num_new)
+
+    def _make_room(self, request: Request, num_tokens: int, order: list[Request], pos: int, step: _Step) -> bool:
+        """Grows ``order[pos]`` to ``num_tokens`` tokens, preempting victims while pages are short: paused ones
+        the policy marks, then running ones after it in ``order`` that this step has not scheduled."""
+        while not self._grow_pages(request, num_tokens):
+            candidates = [
+                r for r in order[pos + 1 :] if r.status is RequestStatus.RUNNING and r.req_id not in step.pinned
+            ]
+            victim = self.policy.choose_victim(self, candidates)
+            if victim is None and request.req_id in step.pinned:  # its swap-in this step still needs its pages
+                step.short_of_pages = True
+                return False
+            victim = victim or request
+            if self.policy.preempts_by_swap:
+                missing = self.pages_for(num_tokens) - len(request.page_ids) - self.page_pool.num_free
+                if missing > step.swap_out_left:  # INFERCEPT delays the request rather than exceed the budget
+                    step.short_of_pages = True
+                    return False
+                self._swap_out_tail(victim, missing, step)
+            else:
+                self._preempt(victim, step)
+            if victim is request:
+                step.short_of_pages = True
+                return False
+        return True
+
+    def _admit_chunks(self, step: _Step) -> None:
+        """Chunk admission: a waiting request starts with pages for the chunk it runs now."""
+        while self.waiting and step.tokens_left > 0 and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting.peek()
             looked_up = 0
             if self.config.enable_prefix_caching and not request.page_ids:
                 looked_up = take_cached_prefix(self.page_pool, request, self.page_size, self.cache_salt)
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            num_new = min(request.num_tokens - request.num_computed_tokens, step.tokens_left)
             if not self._grow_pages(request, request.num_computed_tokens + num_new):
                 if looked_up:
                     self._discard(request)  # the cached pages go back to the cache until it fits
-                break
+                return
             self.prefix_cache_pages["queried"] += looked_up
             self.prefix_cache_pages["hit"] += request.num_computed_tokens // self.page_size if looked_up else 0
-            self.waiting.remove(request)
-            request.iterations_waited = 0
-            self.running.append(request)
-            request.set_status(RequestStatus.RUNNING, self.clock.now())
-            scheduled.append(ScheduledChunk.of(request, num_new))
-            budget -= num_new
-        self.policy.after_admission(self)
-        return SchedulerOutput(scheduled, preempted, swap_out, swap_in)
+            self._admit(request)
+            step.schedule(request, num_new)
 
-    def _schedule_swaps(self) -> tuple[list[SwapCopy], list[SwapCopy]]:
-        """Issues queued swap-outs, then swap-ins that fit, within the per-iteration page budget."""
-        budget = self.config.max_swap_pages_per_step
-        swap_out, swap_in = [], []
-        queued = sum(len(r.page_ids) for r in self.swap_out_queue)
-        for request in self.policy.swap_candidates(self):  # preserved requests the policy moves out now
-            if queued and queued + len(request.page_ids) > budget:
+    def _admit_whole_prompts(self, step: _Step) -> bool:
+        """vLLM 0.2 admission: whole prompts whose pages are all free, up to the prompt batch's tokens."""
+        tokens = 0
+        while self.waiting and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting.peek()
+            num_new = request.num_tokens - request.num_computed_tokens
+            if (step.scheduled and tokens + num_new > self.config.max_prompt_batch_tokens) or not self._grow_pages(
+                request, request.num_tokens
+            ):
                 break
-            if self._reserve_host_pages(request):
-                request.strategy = KVStrategy.SWAP
-                self.swap_out_queue.append(request)
-                self.strategy_counts["preserve->swap"] += 1
-                queued += len(request.page_ids)
-        while self.swap_out_queue and self._fits_swap_budget(len(self.swap_out_queue[0].page_ids), budget):
+            self._admit(request)
+            step.schedule(request, num_new)
+            tokens += num_new
+        return bool(step.scheduled)
+
+    def _admit(self, request: Request) -> None:
+        self.waiting.remove(request)
+        self.running.append(request)
+        request.set_status(RequestStatus.RUNNING, self.clock.now())
+
+    # ---- swaps ------------------------------------------------------------------------------
+    def _swap_budgets(self) -> tuple[int, int]:
+        """Pages that may be copied out and in this iteration (``SchedulerConfig.swap_budget``)."""
+        mode, cost = self.config.swap_budget, self.policy.cost
+        if mode == "fixed":
+            return self.config.max_swap_pages_per_step, self.config.max_swap_pages_per_step
+        if mode == "unlimited":
+            return UNLIMITED_PAGES, UNLIMITED_PAGES
+        if mode == "overlap":  # the tokens whose one-way copy takes no longer than a full iteration
+            full_iteration = cost.iteration_time(self.config.max_num_batched_tokens)
+            tokens = (full_iteration - cost.swap_base) / cost.swap_per_token if cost.swap_per_token else UNLIMITED_PAGES
+            pages = max(1, int(tokens // self.page_size))
+            return pages, pages
+        # INFERCEPT's _set_max_ragged_batch (vllm/core/scheduler_v2.py:732-746): a profiled constant a·B + b
+        # (the cost profile's swap_budget_tokens) plus half the free KV memory in, minus it out
+        constant = cost.swap_budget_tokens or 0
+        free_tokens = self.page_pool.num_free * self.page_size
+        swap_in = constant + free_tokens / 2
+        swap_out = self.config.max_num_batched_tokens + constant - free_tokens / 2
+        return max(0, int(swap_out // self.page_size)), max(0, int(swap_in // self.page_size))
+
+    def _issue_swap_outs(self, step: _Step) -> None:
+        """Copies out the requests paused with Swap, whole, within the swap-out budget."""
+        while self.swap_out_queue and self._fits(len(self.swap_out_queue[0].page_ids), "out", step):
             request = self.swap_out_queue.popleft()
-            budget -= len(request.page_ids)
-            swap_out.append(SwapCopy(request.req_id, request.page_ids, list(request.host_page_ids)))
+            step.swap_out_left -= len(request.page_ids)
+            step.swap_out.append(SwapCopy(request.req_id, request.page_ids, list(request.host_page_ids)))
             # The copy is dispatched before the step that may reuse these pages, so they free now.
             self.page_pool.free(request.page_ids)
             request.page_ids, request.num_registered_pages = [], 0
+
+    def _issue_swap_ins(self, step: _Step) -> None:
+        """Brings back whole swapped requests, in order, while the budget, pages and sequence slots allow."""
         while self.swap_in_queue and len(self.running) < self.config.max_num_seqs:
             request = self.swap_in_queue[0]
             num_pages = len(request.host_page_ids)
-            if not self._fits_swap_budget(num_pages, budget) or not self.page_pool.can_allocate(num_pages):
-                break
+            if not self._fits(num_pages, "in", step) or not self.page_pool.can_allocate(num_pages):
+                return
             self.swap_in_queue.popleft()
-            budget -= num_pages
-            request.page_ids = self.page_pool.allocate(num_pages)
-            swap_in.append(SwapCopy(request.req_id, list(request.page_ids), request.host_page_ids))
-            self._free_host_pages(request)
+            self._copy_in(request, step)
             self.running.append(request)
             request.set_status(RequestStatus.RUNNING, self.clock.now())
-        return swap_out, swap_in
 
+    def _swap_in_tail(self, request: Request, step: _Step) -> bool:
+        """Brings back the part of a running request's context on the host; False if it must wait."""
+        num_pages = len(request.host_page_ids)
+        if not self._fits(num_pages, "in", step) or not self.page_pool.can_allocate(num_pages):
+            return False
+        self._copy_in(request, step)
+        return True
+
+    def _copy_in(self, request: Request, step: _Step) -> None:
+        new_pages = self.page_pool.allocate(len(request.host_page_ids))
+        step.swap_in_left -= len(new_pages)
+        step.swap_in.append(SwapCopy(request.req_id, new_pages, request.host_page_ids))
+        step.host_pages_read.extend(request.host_page_ids)
+        step.pinned.add(request.req_id)
+        request.page_ids.extend(new_pages)
+        request.host_page_ids = []
+
+    def _swap_out_tail(self, victim: Request, num_pages: int, step: _Step) -> None:
+        """INFERCEPT's passive preemption (scheduler_v2.py:274-340): the last ``num_pages`` of the victim's
+        device pages go to the host; with no host room, the victim is discarded whole instead."""
+        num_pages = min(max(num_pages, 1), len(victim.page_ids))
+        if self.host_pool is None or not self.host_pool.can_allocate(num_pages):
+            if victim.status is RequestStatus.PAUSED_API:
+                self.discard_paused(victim)
+            else:
+                self._preempt(victim, step)
+            return
+        tail = victim.page_ids[-num_pages:]
+        host_pages = self.host_pool.allocate(num_pages)
+        step.swap_out_left -= num_pages
+        step.swap_out.append(SwapCopy(victim.req_id, tail, host_pages))
+        self.page_pool.free(tail)
+        del victim.page_ids[-num_pages:]
+        victim.num_registered_pages = min(victim.num_registered_pages, len(victim.page_ids))
+        victim.host_page_ids = host_pages + victim.host_page_ids
+        self.strategy_counts["tail_swap_pages"] += num_pages
+        if victim.page_ids:
+            return
+        if victim.status is RequestStatus.PAUSED_API:  # all of it on the host: back in whole on return
+            victim.strategy = KVStrategy.SWAP
+        else:
+            self.running.remove(victim)
+            self.swap_in_queue.append(victim)
+            step.preempted.append(victim.req_id)
+            victim.set_status(RequestStatus.SWAPPED, self.clock.now())
+
+    def _fits(self, num_pages: int, direction: str, step: _Step) -> bool:
+        """A copy fits what is left of the budget; one larger than the whole budget goes alone."""
+        left, whole = (
+            (step.swap_out_left, step.swap_out_budget)
+            if direction == "out"
+            else (step.swap_in_left, step.swap_in_budget)
+        )
+        return num_pages <= left or (left == whole and whole > 0)
+
+    # ---- after the step ---------------------------------------------------------------------
     def update(self, sched_out: SchedulerOutput, runner_out: RunnerOutput) -> list[Request]:
         """Advances computed counts, appends sampled tokens; returns the requests that finished."""
         for chunk in sched_out.scheduled:
@@ -263,10 +422,6 @@ class Scheduler:
         request.page_ids.extend(self.page_pool.allocate(missing))
         return True
 
-    def _fits_swap_budget(self, num_pages: int, budget_left: int) -> bool:
-        """A copy fits what is left of the budget; one larger than the whole budget goes alone."""
-        return num_pages <= budget_left or budget_left == self.config.max_swap_pages_per_step
-
     def _reserve_host_pages(self, request: Request) -> bool:
         if self.host_pool is None or not self.host_pool.can_allocate(len(request.page_ids)):
             return False
@@ -288,8 +443,14 @@ class Scheduler:
         self._free_pages(request)
         request.num_computed_tokens = 0
 
-    def _preempt(self, request: Request) -> None:
+    def _preempt(self, request: Request, step: _Step) -> None:
+        """Recompute preemption: a running request loses its KV and goes back to waiting; a paused one is
+        discarded and recomputed when its call returns."""
+        if request.status is RequestStatus.PAUSED_API:
+            self.discard_paused(request)
+            return
         self.running.remove(request)
         self._discard(request)
+        step.preempted.append(request.req_id)
         request.set_status(RequestStatus.WAITING, self.clock.now())
         self.policy.enqueue(self, request, "preempted")

@@ -81,10 +81,12 @@ def cheapest_strategy(
     return min(wastes, key=wastes.__getitem__)  # min keeps the first of equal wastes
 
 
-def decode_area(start_context: int, num_tokens: int, cost: CostModel) -> float:
-    """f1·(x·n + n²/2): memory growing from x to x + n tokens over n decode iterations of f1 = f(1) seconds."""
+def decode_area(start_context: int, num_tokens: int, cost: CostModel, step_time: float | None = None) -> float:
+    """f·(x·n + n²/2): memory growing from x to x + n tokens over n decode iterations of f seconds each
+    (``step_time``; by default f(1), a decode alone)."""
     _check_counts(start_context=start_context, num_tokens=num_tokens)
-    return cost.iteration_time(1) * (start_context * num_tokens + num_tokens**2 / 2)
+    step = cost.iteration_time(1) if step_time is None else step_time
+    return step * (start_context * num_tokens + num_tokens**2 / 2)
 
 
 def call_area(context: int, api_time: float, strategy: KVStrategy, cost: CostModel, running_tokens: int = 0) -> float:
@@ -110,6 +112,7 @@ def memory_time_score(
     strategy: KVStrategy,
     cost: CostModel,
     running_tokens: int = 0,
+    step_time: float | None = None,
 ) -> float:
     """LAMPS's ranking score: the request's predicted memory-over-time area (tokens x seconds).
 
@@ -118,7 +121,8 @@ def memory_time_score(
       A_pre  = f1·(P·n + n²/2)          decoding n tokens from P (``decode_area``)
       A_call = ``call_area``(C, T)      Preserve C·T | Discard the re-prefill staircase of C | Swap 2·g(C)·C
       A_post = f1·((C + r)·m + m²/2)    decoding m tokens after the result's r tokens are appended
-    Score = A_pre + A_call + A_post. ``post_api_tokens`` may cover every remaining segment (later
+    Score = A_pre + A_call + A_post, with f = ``step_time`` when given (LAMPS's code times every
+    iteration as a saturated one, f(B)). ``post_api_tokens`` may cover every remaining segment (later
     calls add no area here). A request without a call (T = 0 and r = 0) scores its decode area
     f1·(P·(n + m) + (n + m)²/2), whatever the strategy.
     """
@@ -127,7 +131,7 @@ def memory_time_score(
     has_call = api_time > 0 or returned_tokens > 0
     during = call_area(context, api_time, strategy, cost, running_tokens) if has_call else 0.0
     return (
-        decode_area(prompt_tokens, pre_api_tokens, cost)
+        decode_area(prompt_tokens, pre_api_tokens, cost, step_time)
         + during
-        + decode_area(context + returned_tokens, post_api_tokens, cost)
+        + decode_area(context + returned_tokens, post_api_tokens, cost, step_time)
     )

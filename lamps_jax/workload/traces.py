@@ -4,9 +4,25 @@ Both record styles of the trace README are read. Numeric records carry token cou
 raw text, counted as ``len(tokenizer.encode(text))`` when a tokenizer is given (pass one that adds no
 special tokens for exact counts), else as ``ceil(len(text) / chars_per_token)``. Only segment 0's prompt
 is used: later prompts repeat the context. Each call gets an API type (see ``classify_numeric_request``
-and ``classify_text_call``). A segment decodes at least one token (an empty completion counts as one), and a
-request whose last segment makes a call gets a final one-token segment after it; a negative
-``api_token_length`` reads as 0. Malformed input raises ``TraceError`` naming the file, request, segment and field.
+and ``classify_text_call``). A segment decodes at least one token (an empty completion counts as one); a
+negative ``api_token_length`` reads as 0. Malformed input raises ``TraceError`` naming the file, request,
+segment and field.
+
+A trace's final call (its last segment has one) follows the reference benchmark driver by default, WukLab/InferCept
+``benchmarks/final_tput_bench_real.py`` (``get_new_sampling_params``, lines 67-124, with ``max_tokens`` at line 114
+and the empty segment after the last at lines 86-87; the output total at lines 218-246): the last segment gets
+``api_max_calls=1``, so the call **is made**; its return is cut by about one token to fit ``max_tokens = min(2048,
+sum of completion_tokens + api_token_length)`` (the stop tokens count as output), then one token is decoded and
+the request ends. ``final_call="made"`` keeps that call and adds a one-token segment after it
+(``TRAILING_DECODE_TOKENS``) with the return kept whole: the same number of output tokens. ``final_call="dropped"``
+is the other reading of the trace: the call is not made and the request ends after its last completion tokens.
+
+``max_model_len`` (None: no cap) cuts a request as that driver does with GPT-J's 2048-token context: the prompt
+plus the decoded plus the returned tokens never exceed ``max_model_len``, and the output (decoded plus returned)
+never exceeds ``min(REFERENCE_MAX_TOKENS, the request's uncut output)``. Segments are walked in order. A call is
+kept only if its segment decodes all its tokens and still leaves room for one more token (the decode after the
+call); its returned tokens are cut to the room left, less that token. A segment without that room is cut to what
+fits, loses its call and ends the request. A prompt of ``max_model_len`` tokens or more raises ``TraceError``.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,6 +50,8 @@ VIRTUAL_ENV_MAX_SECONDS = 0.2  # ALFWorld steps take 52-111 ms; Wikipedia lookup
 TTS_TEXT = "Convert this to text to speech."
 IMAGE_TEXT = "Generate an image about this."
 TRAILING_DECODE_TOKENS = 1  # decoded after a request's last call when the trace ends on a call
+FINAL_CALLS = ("made", "dropped")  # what ``load_trace`` does with a trace's final call
+REFERENCE_MAX_TOKENS = 2048  # the reference driver's output cap: max_tokens = min(2048, output)
 
 
 class TraceError(ValueError):
@@ -58,15 +77,32 @@ def load_trace(
     tokenizer: Tokenizer | None = None,
     chars_per_token: float = 4.0,
     filler_token_id: int = DEFAULT_FILLER_TOKEN_ID,
+    *,
+    final_call: str = "made",
+    max_model_len: int | None = None,
 ) -> list[WorkloadRequest]:
-    """The trace's requests in file order, all arriving at time 0."""
+    """The trace's requests in file order, all arriving at time 0.
+
+    ``final_call``: "made" (the reference driver's reading) makes a trace's final call and decodes one token
+    after it; "dropped" ends the request after its last completion tokens. ``max_model_len``: None keeps every
+    token; a value cuts each request to fit it, as the module docstring says.
+    """
+    if final_call not in FINAL_CALLS:
+        raise ValueError(f"final_call must be one of {', '.join(map(repr, FINAL_CALLS))}, got {final_call!r}")
+    if max_model_len is not None and (isinstance(max_model_len, bool) or not isinstance(max_model_len, int)):
+        raise ValueError(f"max_model_len must be an integer or None, got {max_model_len!r}")
+    if max_model_len is not None and max_model_len < 2:
+        raise ValueError(f"max_model_len must be >= 2 (a prompt token and a decoded one), got {max_model_len}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"trace file {path} not found (set {TRACES_ENV} to the folder holding the traces)")
     count_tokens = _token_counter(tokenizer, chars_per_token)
     try:
         records = _read_records(path)
-        return [_parse_request(rid, raw, count_tokens, filler_token_id) for rid, raw in records.items()]
+        return [
+            _parse_request(rid, raw, count_tokens, filler_token_id, final_call, max_model_len)
+            for rid, raw in records.items()
+        ]
     except TraceError as err:
         raise TraceError(f"{path}: {err}") from None
 
@@ -116,7 +152,12 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_request(
-    request_id: str, raw: Any, count_tokens: Callable[[str], int], filler_token_id: int
+    request_id: str,
+    raw: Any,
+    count_tokens: Callable[[str], int],
+    filler_token_id: int,
+    final_call: str = "made",
+    max_model_len: int | None = None,
 ) -> WorkloadRequest:
     if not request_id:
         raise TraceError("a request has an empty id")
@@ -133,9 +174,43 @@ def _parse_request(
         prompt_tokens, decode_tokens, calls = _parse_text(request_id, raw, count_tokens)
     else:
         raise TraceError(f"request {request_id!r}, segment 0: neither numeric nor text fields")
-    if len(decode_tokens) == len(calls):
-        decode_tokens.append(TRAILING_DECODE_TOKENS)
-    return build_request(request_id, max(1, prompt_tokens), decode_tokens, calls, filler_token_id)
+    if len(decode_tokens) == len(calls):  # the trace ends on a call
+        if final_call == "made":
+            decode_tokens.append(TRAILING_DECODE_TOKENS)
+        else:
+            calls.pop()
+    prompt_tokens = max(1, prompt_tokens)
+    if max_model_len is not None:
+        decode_tokens, calls = _cap(request_id, prompt_tokens, decode_tokens, calls, max_model_len)
+    return build_request(request_id, prompt_tokens, decode_tokens, calls, filler_token_id)
+
+
+def _cap(
+    request_id: str, prompt_tokens: int, decode_tokens: list[int], calls: list[CallSpec], max_model_len: int
+) -> tuple[list[int], list[CallSpec]]:
+    """The segments cut to fit ``max_model_len`` tokens in all and ``REFERENCE_MAX_TOKENS`` of output.
+
+    ``room`` is what the request may still add. A call is kept only when its segment's tokens leave room for one
+    token after it (the request's last decode); its returned tokens are cut to the room left, less that token.
+    """
+    if prompt_tokens >= max_model_len:
+        raise TraceError(
+            f"request {request_id!r}: a prompt of {prompt_tokens} tokens leaves no room to decode within "
+            f"max_model_len {max_model_len}"
+        )
+    output_tokens = sum(decode_tokens) + sum(call.num_result_tokens for call in calls)
+    room = min(max_model_len - prompt_tokens, REFERENCE_MAX_TOKENS, output_tokens)
+    kept_decode: list[int] = []
+    kept_calls: list[CallSpec] = []
+    for index, tokens in enumerate(decode_tokens):
+        if index == len(calls) or tokens >= room:  # the last segment, or one cut short: it ends the request
+            kept_decode.append(min(tokens, room))
+            break
+        returned = min(calls[index].num_result_tokens, room - tokens - 1)
+        kept_decode.append(tokens)
+        kept_calls.append(replace(calls[index], num_result_tokens=returned))
+        room -= tokens + returned
+    return kept_decode, kept_calls
 
 
 def _parse_numeric(request_id: str, raw: list[dict[str, Any]]) -> tuple[int, list[int], list[CallSpec]]:

@@ -44,7 +44,21 @@ def test_write_profile_puts_the_profile_and_its_report_in_the_folder(tmp_path: P
 
 def bench_argv(tmp_path: Path, profile: Path) -> list[str]:
     trace = str(write_small_trace(tmp_path))
-    argv = ["bench", "--trace", trace, "--rates", "2", "--window", "5", "--policies", "lamps", "--jobs", "1"]
+    argv = [
+        "bench",
+        "--trace",
+        trace,
+        "--rates",
+        "2",
+        "--window",
+        "5",
+        "--policies",
+        "lamps",
+        "--jobs",
+        "1",
+        "--seeds",
+        "0",
+    ]
     return argv + ["--profile", str(profile), "--output", str(tmp_path / "out")]
 
 

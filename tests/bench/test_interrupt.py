@@ -45,7 +45,7 @@ def test_ctrl_c_in_a_serial_grid_writes_the_finished_rows_and_reraises(tmp_path:
     trace, out = str(write_small_trace(tmp_path)), tmp_path / "out"
     interrupt_after(2, monkeypatch)
     with pytest.raises(GridInterrupted) as raised:
-        simulate_comparison([trace], [2.0, 4.0], ["vllm", "lamps"], 10.0, "gptj-6b-a100", jobs=1, output_dir=out)
+        simulate_comparison(["vllm", "lamps"], jobs=1, output_dir=out, trace=[trace], rate=[2.0, 4.0], window=[10.0])
     assert isinstance(raised.value, KeyboardInterrupt) and raised.value.total == 4
     assert [r.point.policy for r in raised.value.finished] == ["vllm", "lamps"]
     assert len(json.loads((out / "comparison.json").read_text())) == 2
@@ -59,7 +59,7 @@ def test_ctrl_c_before_any_run_finished_writes_nothing(tmp_path: Path, monkeypat
     trace, out = str(write_small_trace(tmp_path)), tmp_path / "out"
     interrupt_after(0, monkeypatch)
     with pytest.raises(GridInterrupted):
-        simulate_comparison([trace], [2.0], ["vllm"], 10.0, "gptj-6b-a100", jobs=1, output_dir=out)
+        simulate_comparison(["vllm"], jobs=1, output_dir=out, trace=[trace], rate=[2.0], window=[10.0])
     assert not out.exists()
     assert "interrupted: 0 of 1 simulated run finished\n" in capsys.readouterr().err
 

@@ -29,7 +29,7 @@ def test_every_swept_key_has_a_readable_axis_label() -> None:
     fig = sweep_figure(rows)
     assert {ax.get_xlabel() for ax in fig.axes} == {"starvation threshold (iterations)"}
     assert fig.get_suptitle() == "Mean latency per policy against the starvation threshold (iterations)"
-    assert any("error bars: sd over 1 seed." in t.get_text() for t in fig.texts)
+    assert any("error bars: 95% CI (Student t) over 1 seed." in t.get_text() for t in fig.texts)
     rate_sweep = sweep_figure([row("lamps", rate, 0, 10.0 * rate, 0.5) for rate in (1.0, 2.0)])
     assert rate_sweep.axes[0].get_xlabel() == "request rate (requests/s)"
 

@@ -100,7 +100,7 @@ def test_report_rerenders_a_runs_rows_and_rejects_other_json(tmp_path: Path, cap
     trace = write_small_trace(tmp_path)
     out = tmp_path / "out"
     argv = ["bench", "--trace", str(trace), "--rates", "2,4", "--window", "10", "--policies", "infercept,lamps"]
-    assert main(argv + ["--jobs", "1", "--output", str(out)]) == 0
+    assert main(argv + ["--jobs", "1", "--seeds", "0", "--output", str(out)]) == 0
     first = capsys.readouterr().out
     (out / "comparison.md").unlink()
     assert main(["report", str(out / "comparison.json")]) == 0
@@ -118,6 +118,7 @@ def test_bench_derives_the_kv_memory_from_a_model_and_a_device(tmp_path: Path, c
     trace = str(write_small_trace(tmp_path))
     out = tmp_path / "out"
     argv = ["bench", "--trace", trace, "--rates", "2", "--window", "5", "--policies", "lamps", "--jobs", "1"]
+    argv += ["--seeds", "0"]
     assert main(argv + ["--kv-model", "tiny", "--device-memory-gb", "0.02", "--output", str(out)]) == 0
     (row,) = json.loads((out / "comparison.json").read_text())
     assert row["kv_capacity_tokens"] == kv_capacity_tokens(load_model_config("tiny"), 0.02e9)

@@ -47,15 +47,13 @@ def run_until_paused(s: Scheduler, request: Request) -> None:
 
 
 def test_vllm_requeues_a_returned_request_at_the_back_and_fcfs_by_arrival() -> None:
-    for policy, expected in (("vllm", ["b", "c", "a"]), ("infercept", ["a", "b", "c"]), ("fcfs", ["a", "b", "c"])):
+    for policy, expected in (("vllm", ["b", "c", "a"]), ("fcfs", ["a", "b", "c"])):
         s = make(policy, max_num_seqs=1, kv_strategy="discard")
         a = scripted("a", 4, [Segment(2, ApiCall("t", duration=1.0, result_token_ids=(5,))), Segment(2)])
         s.add_request(a)
         run_until_paused(s, a)
         s.add_request(plain("b", 4, 3, arrival=1.0))
         s.add_request(plain("c", 4, 3, arrival=2.0))
-        if policy == "infercept":  # a short call on a small context: INFERCEPT discards too
-            assert a.strategy is KVStrategy.DISCARD
         assert not s.running  # nothing was scheduled since a paused: b and c wait
         s.resume("a", [5])
         assert [r.req_id for r in s.waiting] == expected, policy
@@ -75,19 +73,43 @@ def test_lamps_admits_the_smaller_memory_time_area_first_even_with_a_longer_outp
         assert [c.req_id for c in out.scheduled] == [first], policy
 
 
-def test_lamps_promotes_a_request_passed_over_past_the_starvation_threshold() -> None:
-    s = make("lamps", num_pages=1000, max_num_seqs=1, budget=4096, starvation_threshold=5)
-    s.add_request(plain("big", 2000, 50, arrival=0.0))
+def _admission_order(s: Scheduler, first: Request, iterations: int = 12) -> list[str]:
+    """Adds a small request before each step; the ids admitted, up to ``first``'s admission."""
     admitted = []
-    for i in range(12):
+    for i in range(iterations):
         s.add_request(plain(f"small{i}", 10, 1, arrival=1.0 + i))
         out = s.schedule()
         admitted += [c.req_id for c in out.scheduled if c.num_computed_tokens == 0]
         s.update(out, fake_run(out))
         s.clock.t += 0.01
-        if "big" in admitted:
+        if first.req_id in admitted:
             break
-    assert admitted.index("big") == 5  # passed over 5 times, then first
+    return admitted
+
+
+def test_lamps_promotes_a_request_passed_over_past_the_starvation_threshold() -> None:
+    s = make("lamps", num_pages=1000, max_num_seqs=1, budget=4096, starvation_threshold=5, starvation_scope="all")
+    big = plain("big", 2000, 50, arrival=0.0)
+    s.add_request(big)
+    assert _admission_order(s, big).index("big") == 5  # passed over 5 times, then first
+
+
+def test_lamps_ages_only_requests_that_ran_before_by_default() -> None:
+    """As the LAMPS code counts starvation (only requests scheduled once accrue), a new arrival never ages."""
+    s = make("lamps", num_pages=1000, max_num_seqs=1, budget=4096, starvation_threshold=5)
+    big = plain("big", 2000, 50, arrival=0.0)
+    s.add_request(big)
+    assert "big" not in _admission_order(s, big)
+
+
+def test_lamps_serves_the_starved_in_score_order_and_scales_with_the_queue() -> None:
+    s = make("lamps", num_pages=1000, max_num_seqs=1, budget=4096, starvation_threshold=2, starvation_scope="all")
+    for i, prompt in enumerate((900, 300, 600)):
+        s.add_request(plain(f"starved{prompt}", prompt, 5, arrival=float(i)))
+    s.iteration = 10  # all three have waited past the threshold
+    s.policy.on_iteration(s)
+    s.add_request(plain("fresh", 5, 1, arrival=9.0))  # the smallest score, but not starved
+    assert [r.req_id for r in s.waiting] == ["starved300", "starved600", "starved900", "fresh"]
 
 
 def test_lamps_fixes_the_cheapest_strategy_at_arrival() -> None:
@@ -163,31 +185,72 @@ def test_a_request_swapped_in_this_step_is_never_the_preemption_victim() -> None
     assert len(owned) == len(set(owned)) == s.page_pool.num_usable - s.page_pool.num_free
 
 
-def test_infercept_swap_budget_goes_to_the_most_wasteful_and_is_respected() -> None:
-    s = make("infercept", num_host_pages=200, max_swap_pages_per_step=8, budget=4096)
-    s.policy.api_times.observe("chat", 0.001)  # predicted short: preserve at the call; it then runs long
+def _paused_batch(policy: str, contexts: list[int], duration: float, **kwargs) -> tuple[Scheduler, list[Request]]:
+    s = make(policy, num_pages=1000, budget=4096, api_time_source="oracle", **kwargs)
     requests = [
-        scripted(f"r{i}", 12 + 8 * i, [Segment(1, ApiCall("chat", duration=100.0)), Segment(1)]) for i in range(4)
+        scripted(f"r{i}", c, [Segment(1, ApiCall("chat", duration=duration)), Segment(1)])
+        for i, c in enumerate(contexts)
     ]
     for r in requests:
         s.add_request(r)
     step(s)
     for r in requests:
         s.pause(r, r.scripted_call())
-    assert all(r.strategy is KVStrategy.PRESERVE for r in requests)  # chosen at the call: preserve < discard
-    order = []
-    for _ in range(10):
-        out = s.schedule()
-        assert sum(copy.num_pages for copy in out.swap_out) <= 8 or len(out.swap_out) == 1
-        order += [copy.req_id for copy in out.swap_out]
-        s.update(out, fake_run(out))
-    assert order == ["r3", "r2", "r1", "r0"]  # largest context first (same elapsed time)
+    return s, requests
+
+
+def test_infercept_preserves_at_the_call_then_discards_all_but_the_largest_discard_waste() -> None:
+    """vllm/core/scheduler_v2.py:143-149 (Preserve at the call) and 630-655 (discard every candidate whose discard
+    waste is below the largest; the largest stays, as the first victim)."""
+    s, requests = _paused_batch("infercept", [40, 80, 120, 160], duration=100.0)
+    assert all(r.strategy is KVStrategy.PRESERVE for r in requests)
+    s.schedule()
+    assert [r.strategy for r in requests] == [KVStrategy.DISCARD] * 3 + [KVStrategy.PRESERVE]
+    assert s.policy.choose_victim(s, []) is requests[3]
+    s2, short = _paused_batch("infercept", [40, 80], duration=0.0001)  # preserving is cheaper: nothing changes
+    s2.schedule()
+    assert all(r.strategy is KVStrategy.PRESERVE and r.page_ids for r in short)
+
+
+def test_infercept_swap_budget_is_the_one_its_code_derives_for_gptj() -> None:
+    """_set_max_ragged_batch (scheduler_v2.py:732-746) with the GPT-J-6B constants of exps/6B_bench.sh:
+    in = 0.00462·384 + 108.99 + free/2 tokens, out = 1.00462·384 + 108.99 - free/2 tokens."""
+    s = make("infercept", num_pages=101, swap_budget="infercept", cost_profile="gptj-6b-a100", budget=384)
+    free_tokens = 100 * 4
+    assert s._swap_budgets() == ((384 + 111 - free_tokens // 2) // 4, (111 + free_tokens // 2) // 4)
+    s.page_pool.allocate(100)  # no free memory: the most it swaps out
+    assert s._swap_budgets() == ((384 + 111) // 4, 111 // 4)
+
+
+def test_infercept_victims_lose_only_the_pages_needed_from_their_tail() -> None:
+    s = make("infercept", num_pages=13, max_num_seqs=4, budget=64, num_host_pages=40, swap_budget="unlimited")
+    early = plain("early", 16, 30, arrival=0.0)
+    late = plain("late", 16, 30, arrival=1.0)
+    s.add_request(early)
+    s.add_request(late)
+    while not late.host_page_ids:
+        step(s)
+    assert late.status is RequestStatus.RUNNING and late.page_ids  # partly on the host, still running
+    out = s.schedule()
+    check_step(s, out)
+    moved_out = [copy for copy in out.swap_out if copy.req_id == "late"]
+    for r in (early, late):
+        assert len(r.page_ids) + len(r.host_page_ids) >= s.pages_for(r.num_computed_tokens)
+    assert not moved_out or moved_out[0].num_pages <= 2
+
+
+VARIANTS = (
+    {},
+    {"admission": "whole", "decodes_first": False, "swap_budget": "infercept"},
+    {"swap_budget": "overlap", "starvation_scope": "all", "api_time_source": "oracle"},
+)
 
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_random_runs_with_api_calls_keep_every_invariant(policy: str, seed: int) -> None:
     rng = random.Random(seed)
+    variant = VARIANTS[seed]
     s = make(
         policy,
         num_pages=60,
@@ -196,8 +259,8 @@ def test_random_runs_with_api_calls_keep_every_invariant(policy: str, seed: int)
         num_host_pages=30,
         kv_strategy="swap",
         max_swap_pages_per_step=6,
-        resort_interval=3,
         starvation_threshold=20,
+        **variant,
     )
     requests = []
     for i in range(30):

@@ -51,7 +51,7 @@ def fake_run(sched_out: SchedulerOutput, token: int = 7) -> RunnerOutput:
 
 
 def check_step(s: Scheduler, out: SchedulerOutput) -> None:
-    assert out.total_tokens <= s.config.max_num_batched_tokens
+    assert out.total_tokens <= s.config.max_step_tokens
     assert len(s.running) <= s.config.max_num_seqs
     ids = [c.req_id for c in out.scheduled]
     assert len(ids) == len(set(ids))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from lamps_jax.workload.spec import WorkloadRequest
 from lamps_jax.workload.traces import (
     DEFAULT_TRACES,
+    REFERENCE_MAX_TOKENS,
     TRACES_ENV,
     TraceError,
     classify_numeric_request,
@@ -135,6 +137,146 @@ def test_classification_rules() -> None:
     assert classify_text_call(" Convert this to text to speech. ") == "tts"
     assert classify_text_call("Generate an image about this. ") == "image"
     assert classify_text_call("Generate an image of a cat") == "chat"
+
+
+def shape(request: WorkloadRequest) -> list[tuple[int, int]]:
+    """(decoded, returned) per segment."""
+    return [(s.num_tokens, len(s.result_token_ids)) for s in request.segments]
+
+
+def total_tokens(request: WorkloadRequest) -> int:
+    return request.prompt_tokens + sum(decoded + returned for decoded, returned in shape(request))
+
+
+# Ends on a call whose type (virtual env, 0.08 s) also names the earlier 0.0001 s call.
+ENDS_ON_CALL = {
+    "e": [
+        {"prompt_tokens": 10, "completion_tokens": 3, "api_time": 1e-4, "api_token_length": 2},
+        {"prompt_tokens": 15, "completion_tokens": 5, "api_time": 0.08, "api_token_length": 7},
+    ]
+}
+
+
+def test_final_call_made_keeps_the_call_and_decodes_one_token(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, ENDS_ON_CALL | NUMERIC)
+    requests = load_trace(path, final_call="made")
+    assert requests == load_trace(path)  # the default: the reference driver's reading
+    e, n1, n2 = requests
+    assert e.api_types == ("virtual_env", "virtual_env")
+    assert shape(e) == [(3, 2), (5, 7), (1, 0)]
+    assert e.total_api_time == pytest.approx(0.0801)
+    assert shape(n2) == [(4, 2), (1, 0)]
+    assert shape(n1) == [(30, 20), (1, 19), (12, 0)]  # a trace that ends without a call is unchanged
+
+
+def test_final_call_dropped_ends_after_the_last_completion(tmp_path: Path) -> None:
+    e, n1, n2 = load_trace(write_trace(tmp_path, ENDS_ON_CALL | NUMERIC), final_call="dropped")
+    assert e.api_types == ("virtual_env",)  # typed by all the trace's calls, the dropped one included
+    assert shape(e) == [(3, 2), (5, 0)]
+    assert e.segments[-1].api_call is None and e.total_api_time == pytest.approx(1e-4)
+    assert (n2.api_types, shape(n2), n2.total_api_time) == ((), [(4, 0)], 0.0)
+    assert shape(n1) == [(30, 20), (1, 19), (12, 0)]
+    (_, t2) = load_trace(write_trace(tmp_path, TEXT), final_call="dropped")
+    assert (t2.api_types, shape(t2)) == ((), [(2, 0)])
+
+
+LONG = {
+    "long": [
+        {"prompt_tokens": 1000, "completion_tokens": 500, "api_time": 1e-4, "api_token_length": 300},
+        {"prompt_tokens": 1800, "completion_tokens": 200, "api_time": 2e-4, "api_token_length": 100},
+        {"prompt_tokens": 2100, "completion_tokens": 50},
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("max_model_len", "expected"),
+    [
+        (None, [(500, 300), (200, 100), (50, 0)]),  # 2150 tokens in all
+        (2150, [(500, 300), (200, 100), (50, 0)]),  # fits exactly
+        # room 1048: 500 + 300 -> 248 left; 200 + min(100, 248 - 200 - 1) = 47 -> 1 left for the last segment
+        (2048, [(500, 300), (200, 47), (1, 0)]),
+        # room 600: 500 + min(300, 600 - 500 - 1) = 99 -> 1 left: the second segment is cut to 1 and loses its call
+        (1600, [(500, 99), (1, 0)]),
+        (1501, [(500, 0), (1, 0)]),  # room 501: the call is made, returning nothing
+        (1500, [(500, 0)]),  # room 500: no token left after the call, so the segment loses it
+        (1400, [(400, 0)]),  # room 400: the first segment is cut short and ends the request
+        (1001, [(1, 0)]),
+    ],
+)
+def test_max_model_len_cuts_a_long_request(tmp_path: Path, max_model_len: int | None, expected: list) -> None:
+    (request,) = load_trace(write_trace(tmp_path, LONG), max_model_len=max_model_len)
+    assert shape(request) == expected
+    assert request.num_api_calls == len(expected) - 1
+    assert request.api_types == ("math",) * (len(expected) - 1)
+    if max_model_len is not None:
+        assert total_tokens(request) <= max_model_len
+
+
+def test_max_model_len_caps_the_output_at_the_reference_max_tokens(tmp_path: Path) -> None:
+    record = [
+        {"prompt_tokens": 10, "completion_tokens": 1500, "api_time": 30.0, "api_token_length": 1000},
+        {"prompt_tokens": 2510, "completion_tokens": 600},
+    ]
+    (request,) = load_trace(write_trace(tmp_path, {"r": record}), max_model_len=5000)
+    assert REFERENCE_MAX_TOKENS == 2048  # max_tokens = min(2048, 3100): 1500 + min(1000, 2048 - 1500 - 1) + 1
+    assert shape(request) == [(1500, 547), (1, 0)]
+    assert request.num_output_tokens + len(request.segments[0].result_token_ids) == 2048
+
+
+def test_max_model_len_with_a_final_call(tmp_path: Path) -> None:
+    records = {"f": [{"prompt_tokens": 2000, "completion_tokens": 40, "api_time": 0.5, "api_token_length": 8}]}
+    path = write_trace(tmp_path, records)
+    (made,) = load_trace(path, max_model_len=2048)
+    assert shape(made) == [(40, 7), (1, 0)]  # 2049 uncut: the return loses one token, as in the reference
+    (dropped,) = load_trace(path, final_call="dropped", max_model_len=2048)
+    assert shape(dropped) == [(40, 0)]
+
+
+def test_max_model_len_leaves_requests_that_fit_alone(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, NUMERIC | TEXT)
+    assert load_trace(path, max_model_len=2048) == load_trace(path)
+
+
+def test_a_prompt_that_fills_max_model_len_is_an_error(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, NUMERIC)
+    with pytest.raises(TraceError, match=r"request 'n2': a prompt of 1973 tokens .* max_model_len 1973") as info:
+        load_trace(path, max_model_len=1973)
+    assert str(path) in str(info.value)
+    assert shape(load_trace(path, max_model_len=1974)[1]) == [(1, 0)]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"final_call": "skipped"}, "final_call must be one of 'made', 'dropped', got 'skipped'"),
+        ({"final_call": "Made"}, "final_call must be one of"),
+        ({"final_call": None}, "final_call must be one of"),
+        ({"max_model_len": 1}, "max_model_len must be >= 2"),
+        ({"max_model_len": -5}, "max_model_len must be >= 2"),
+        ({"max_model_len": 2048.0}, "max_model_len must be an integer or None"),
+        ({"max_model_len": True}, "max_model_len must be an integer or None"),
+    ],
+)
+def test_bad_trace_options(tmp_path: Path, options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_trace(write_trace(tmp_path, NUMERIC), **options)
+
+
+@needs_traces
+@pytest.mark.parametrize(
+    ("trace", "final_call", "affected", "calls_removed"),
+    [("multi", "made", 57, 15), ("multi", "dropped", 14, 0), ("one", "made", 3, 0), ("one", "dropped", 3, 0)],
+)
+def test_real_traces_cut_to_2048(trace: str, final_call: str, affected: int, calls_removed: int) -> None:
+    full = load_trace(DEFAULT_TRACES[trace], final_call=final_call)
+    cut = load_trace(DEFAULT_TRACES[trace], final_call=final_call, max_model_len=2048)
+    assert [r.request_id for r in cut] == [r.request_id for r in full]
+    assert max(total_tokens(r) for r in cut) == 2048
+    changed = [(a, b) for a, b in zip(full, cut) if a != b]
+    assert len(changed) == affected == sum(total_tokens(a) > 2048 for a in full)
+    assert all(total_tokens(b) == 2048 for _, b in changed)
+    assert sum(a.num_api_calls - b.num_api_calls for a, b in changed) == calls_removed
 
 
 SEGMENT = {"prompt_tokens": 10, "completion_tokens": 3, "api_time": 0.5, "api_token_length": 4}

@@ -3,13 +3,14 @@
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import CostModel
 from lamps_jax.scheduler.policies.base import Policy
-from lamps_jax.scheduler.policies.infercept import InferceptPolicy
+from lamps_jax.scheduler.policies.infercept import InferceptPolicy, InferceptSwapPolicy
 from lamps_jax.scheduler.policies.lamps import LampsNoRankPolicy, LampsPolicy
 from lamps_jax.scheduler.policies.sjf import SjfPolicy
 from lamps_jax.scheduler.policies.vllm import VllmPolicy
 
 POLICIES: dict[str, type[Policy]] = {
-    p.name: p for p in (Policy, VllmPolicy, InferceptPolicy, SjfPolicy, LampsPolicy, LampsNoRankPolicy)
+    p.name: p
+    for p in (Policy, VllmPolicy, InferceptPolicy, InferceptSwapPolicy, SjfPolicy, LampsPolicy, LampsNoRankPolicy)
 }
 
 

@@ -1,16 +1,18 @@
 """What the predictive policies believe about a request's future, from its script and the predictors.
 
 For the current segment: tokens left to decode before its API call (predicted), the call's type,
-its predicted duration and the tokens it returns; then the tokens of all later segments. A plain
-request (no script) has one segment: ``max_tokens`` minus what it generated, and no call.
+its duration as the policy believes it (``Policy.api_time``) and the tokens it returns; then the tokens
+of all later segments. A plain request (no script) has one segment: ``max_tokens`` minus what it
+generated, and no call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lamps_jax.request import Request
-from lamps_jax.scheduler.predictors import ApiTimePredictor, LengthPredictor
+from lamps_jax.request import ApiCall, Request
+from lamps_jax.scheduler.predictors import LengthPredictor
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class Forecast:
     post_api_tokens: int  # predicted tokens decoded after the call, all later segments together
 
 
-def forecast(request: Request, lengths: LengthPredictor, api_times: ApiTimePredictor) -> Forecast:
+def forecast(request: Request, lengths: LengthPredictor, api_time: Callable[[ApiCall], float]) -> Forecast:
     key = f"{request.req_id}:{request.segment_index}"
     segment = request.segment
     if segment is None:
@@ -37,7 +39,7 @@ def forecast(request: Request, lengths: LengthPredictor, api_times: ApiTimePredi
         context=request.num_tokens,
         pre_api_tokens=lengths.predict(left, key),
         api_type=None if call is None else call.name,
-        api_time=0.0 if call is None else api_times.predict(call.name),
+        api_time=0.0 if call is None else api_time(call),
         returned_tokens=len(segment.result_token_ids),
         post_api_tokens=lengths.predict(post, f"{key}:post") if post else 0,
     )
