@@ -24,23 +24,35 @@ demo: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench --mode real --model smollm2-135m --trace multi --rates 2 \
 		--policies vllm,infercept,lamps --num-requests 12 --output bench_results/demo
 
-# The paper's setting on the simulator (GPT-J-6B / A100 cost profile): both traces, 3-6 req/s, 1800 s windows.
-reproduce: $(VENV)/.run-deps
-	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 1800 --output docs/results/paper
+# The four schedulers of the comparison; every run states its full setting next to its tables.
+POLICIES := vllm,infercept,infercept_swap,lamps
+SEEDS := 0,1,2,3,4
 
-# Light load to past saturation over 3 seeds, the sensitivity sweeps past LAMPS's own saturation point,
-# and the paper's setting again under a cost model that charges attention's KV reads.
+# The paper's setting on the simulator (GPT-J-6B / A100 cost profile): both traces, 3-6 req/s, 5 seeds.
+reproduce: $(VENV)/.run-deps
+	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 600 --seeds $(SEEDS) \
+		--policies $(POLICIES) --output docs/results/paper
+
+# Light load to past saturation; 32 vs 256 running requests; and one modelling choice at a time at 6 req/s.
 sweeps: $(VENV)/.run-deps
-	$(BIN)/lamps-jax bench --trace multi --rates 1,2,3,4,5,6,7,8 --window 600 --seeds 0,1,2 \
+	$(BIN)/lamps-jax bench --trace multi --rates 2,4,6,8 --window 600 --seeds $(SEEDS) --policies $(POLICIES) \
 		--output docs/results/saturation_multi
-	$(BIN)/lamps-jax bench --trace one --rates 2,4,6,8,10,12,14,16 --window 600 --seeds 0,1,2 \
-		--output docs/results/saturation_one
-	$(BIN)/lamps-jax bench --trace multi --rates 7 --window 600 --seeds 0,1,2 --policies lamps \
-		--length-noise 0,0.2,0.4,0.6 --output docs/results/noise
-	$(BIN)/lamps-jax bench --trace multi --rates 7 --window 600 --seeds 0,1,2 --policies lamps \
-		--starvation-threshold 10,100,1000,10000,1000000 --output docs/results/starvation
-	$(BIN)/lamps-jax bench --profile gptj-6b-a100-ctx --trace multi --trace one --rates 3,4,5,6 --window 600 \
-		--output docs/results/context
+	$(BIN)/lamps-jax bench --trace multi --rates 4,8 --window 600 --seeds $(SEEDS) --policies $(POLICIES) \
+		--max-num-seqs 32,256 --output docs/results/max_num_seqs
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies $(POLICIES) \
+		--final-call made,dropped --output docs/results/choices/final_call
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies $(POLICIES) \
+		--running-order decodes-first,admission --output docs/results/choices/running_order
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies vllm,infercept \
+		--admission chunk,whole --output docs/results/choices/admission
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies vllm \
+		--admission-watermark 0,0.01 --output docs/results/choices/watermark
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies infercept,infercept_swap,lamps \
+		--api-time oracle,type_mean --output docs/results/choices/api_time
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies lamps \
+		--starvation-scope started,all --output docs/results/choices/starvation_scope
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies lamps \
+		--score-step saturated,single --output docs/results/choices/score_step
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest

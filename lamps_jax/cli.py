@@ -174,6 +174,7 @@ def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]
         "kv_capacity_tokens": _kv_capacities(args),
         "max_num_seqs": [int(v) for v in _floats(args.max_num_seqs)],
         "admission": words(args.admission),
+        "admission_watermark": _floats(args.admission_watermark),
         "swap_budget": words(args.swap_budget),
         "decodes_first": [order == "decodes-first" for order in words(args.running_order)],
         "api_time_source": words(args.api_time),
@@ -234,6 +235,9 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device-memory-gb", type=float, default=40.0, help="... on a device of this memory")
     compare.add_argument("--max-num-seqs", default="256", help="running requests at most (sim; list: a sweep)")
     compare.add_argument("--admission", default="auto", help="chunk, whole or auto: the policy's system's (sim; list)")
+    compare.add_argument(
+        "--admission-watermark", default="0.01", help="whole admission: share of pages kept free (sim; list)"
+    )
     compare.add_argument(
         "--swap-budget", default="auto", help="fixed, infercept, overlap, unlimited or auto: the policy's (sim; list)"
     )

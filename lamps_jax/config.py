@@ -171,6 +171,7 @@ class SchedulerConfig:
     # whole: vLLM 0.2: pages for the whole prompt at admission, prompt-only iterations of max_prompt_batch_tokens
     admission: str = "chunk"
     max_prompt_batch_tokens: int = 2048  # whole admission: tokens of one prompt-only iteration
+    admission_watermark: float = 0.0  # whole admission: share of the pages left free after admitting (vLLM 0.2: 0.01)
     decodes_first: bool = True  # running decodes are scheduled before prefill and recompute chunks
     kv_strategy: str = "preserve"  # preserve | discard | swap: what a paused request's KV does
     # pages copied each way per iteration: fixed (max_swap_pages_per_step), infercept (its per-iteration
@@ -203,6 +204,8 @@ class SchedulerConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.max_swap_pages_per_step <= 0 or self.num_host_pages < 0:
             raise ValueError("max_swap_pages_per_step must be > 0 and num_host_pages >= 0")
+        if not 0 <= self.admission_watermark < 1:
+            raise ValueError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
         if self.starvation_threshold < 1 or self.length_noise < 0:
             raise ValueError("starvation_threshold must be >= 1 and length_noise >= 0")
 

@@ -29,6 +29,7 @@ AXIS_LABELS = {
     "starvation_threshold": "starvation threshold (iterations)",
     "max_num_seqs": "running requests at most",
     "admission": "admission",
+    "admission_watermark": "admission watermark (share of pages)",
     "swap_budget": "swap budget",
     "decodes_first": "decodes scheduled first",
     "api_time_source": "API time known to the scheduler",

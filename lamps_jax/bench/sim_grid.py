@@ -63,6 +63,7 @@ class SimPoint:
     seed: int = 0
     max_num_seqs: int = 256  # vLLM 0.2's default, which every reference run kept (arg_utils.py:28)
     admission: str = AUTO  # chunk | whole | auto (vllm: whole, the others: chunk)
+    admission_watermark: float = 0.01  # whole admission: pages kept free (vLLM 0.2's block manager)
     swap_budget: str = AUTO  # fixed | infercept | overlap | unlimited | auto (the policy's own)
     decodes_first: bool = True
     api_time_source: str = "oracle"  # the reference runs give the scheduler each call's true duration
@@ -92,6 +93,7 @@ class SimPoint:
             policy=self.policy,
             max_num_seqs=self.max_num_seqs,
             admission=policy.anchor_admission if self.admission == AUTO else self.admission,
+            admission_watermark=self.admission_watermark,
             swap_budget=policy.anchor_swap_budget if self.swap_budget == AUTO else self.swap_budget,
             decodes_first=self.decodes_first,
             api_time_source=self.api_time_source,

@@ -260,14 +260,17 @@ class Scheduler:
             step.schedule(request, num_new)
 
     def _admit_whole_prompts(self, step: _Step) -> bool:
-        """vLLM 0.2 admission: whole prompts whose pages are all free, up to the prompt batch's tokens."""
+        """vLLM 0.2 admission: whole prompts whose pages are all free (leaving the watermark's share of the pages
+        free), up to the prompt batch's tokens."""
         tokens = 0
+        watermark = self.config.admission_watermark * self.page_pool.num_usable
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
             num_new = request.num_tokens - request.num_computed_tokens
-            if (step.scheduled and tokens + num_new > self.config.max_prompt_batch_tokens) or not self._grow_pages(
-                request, request.num_tokens
-            ):
+            missing = self.pages_for(request.num_tokens) - len(request.page_ids)
+            if step.scheduled and tokens + num_new > self.config.max_prompt_batch_tokens:
+                break
+            if self.page_pool.num_free - missing < watermark or not self._grow_pages(request, request.num_tokens):
                 break
             self._admit(request)
             step.schedule(request, num_new)
