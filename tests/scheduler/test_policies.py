@@ -222,23 +222,6 @@ def test_infercept_swap_budget_is_the_one_its_code_derives_for_gptj() -> None:
     assert s._swap_budgets() == ((384 + 111) // 4, 111 // 4)
 
 
-def test_infercept_victims_lose_only_the_pages_needed_from_their_tail() -> None:
-    s = make("infercept", num_pages=13, max_num_seqs=4, budget=64, num_host_pages=40, swap_budget="unlimited")
-    early = plain("early", 16, 30, arrival=0.0)
-    late = plain("late", 16, 30, arrival=1.0)
-    s.add_request(early)
-    s.add_request(late)
-    while not late.host_page_ids:
-        step(s)
-    assert late.status is RequestStatus.RUNNING and late.page_ids  # partly on the host, still running
-    out = s.schedule()
-    check_step(s, out)
-    moved_out = [copy for copy in out.swap_out if copy.req_id == "late"]
-    for r in (early, late):
-        assert len(r.page_ids) + len(r.host_page_ids) >= s.pages_for(r.num_computed_tokens)
-    assert not moved_out or moved_out[0].num_pages <= 2
-
-
 VARIANTS = (
     {},
     {"admission": "whole", "decodes_first": False, "swap_budget": "infercept"},
