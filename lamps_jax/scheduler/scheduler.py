@@ -56,7 +56,6 @@ class _Step:
     preempted: list[str] = field(default_factory=list)
     swap_out: list[SwapCopy] = field(default_factory=list)
     swap_in: list[SwapCopy] = field(default_factory=list)
-    scheduled_ids: set[str] = field(default_factory=set)
     pinned: set[str] = field(default_factory=set)  # scheduled or swapped in: never a victim this step
     host_pages_read: list[int] = field(default_factory=list)  # freed once the step's copies are issued
     short_of_pages: bool = False
@@ -67,7 +66,6 @@ class _Step:
     def schedule(self, request: Request, num_new: int) -> None:
         self.scheduled.append(ScheduledChunk.of(request, num_new))
         self.tokens_left -= num_new
-        self.scheduled_ids.add(request.req_id)
         self.pinned.add(request.req_id)
 
 
@@ -209,7 +207,7 @@ class Scheduler:
         for pos, request in enumerate(order):
             if step.tokens_left <= 0:
                 return
-            if request.status is not RequestStatus.RUNNING or request.req_id in step.scheduled_ids:
+            if request.status is not RequestStatus.RUNNING:
                 continue  # preempted earlier in this step
             if request.host_page_ids and not self._swap_in_tail(request, step):
                 continue
@@ -222,7 +220,9 @@ class Scheduler:
         the policy marks, then running ones after it in ``order`` that this step has not scheduled."""
         while not self._grow_pages(request, num_tokens):
             candidates = [
-                r for r in order[pos + 1 :] if r.status is RequestStatus.RUNNING and r.req_id not in step.pinned
+                r
+                for r in order[pos + 1 :]
+                if r.status is RequestStatus.RUNNING and r.page_ids and r.req_id not in step.pinned
             ]
             victim = self.policy.choose_victim(self, candidates)
             if victim is None and request.req_id in step.pinned:  # its swap-in this step still needs its pages
@@ -346,7 +346,7 @@ class Scheduler:
         """INFERCEPT's passive preemption (scheduler_v2.py:274-340): the last ``num_pages`` of the victim's
         device pages go to the host; with no host room, the victim is discarded whole instead."""
         num_pages = min(max(num_pages, 1), len(victim.page_ids))
-        if self.host_pool is None or not self.host_pool.can_allocate(num_pages):
+        if not num_pages or self.host_pool is None or not self.host_pool.can_allocate(num_pages):
             if victim.status is RequestStatus.PAUSED_API:
                 self.discard_paused(victim)
             else:

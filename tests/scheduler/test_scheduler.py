@@ -62,6 +62,10 @@ def check_step(s: Scheduler, out: SchedulerOutput) -> None:
     for chunk in out.scheduled:
         assert len(chunk.request.page_ids) * s.page_size >= chunk.num_computed_tokens + chunk.num_new_tokens
     s.page_pool.check_invariants()
+    if s.host_pool is not None:  # host pages: one owner each; those read by this step's swap-ins are free again
+        held = [p for r in s.requests.values() for p in r.host_page_ids]
+        assert len(held) == len(set(held)), "a host page is owned by two requests"
+        assert len(held) + s.host_pool.num_free == s.host_pool.num_usable
 
 
 def run_to_completion(s: Scheduler, max_steps: int = 10_000) -> list[Request]:
