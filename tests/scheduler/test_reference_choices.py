@@ -50,7 +50,8 @@ def test_infercept_swap_budget_hides_behind_one_full_iteration() -> None:
 
 
 def test_infercept_victim_loses_exactly_the_missing_page_from_its_tail() -> None:
-    """Item 2: passive_discard_by_order swaps min(needed, held) blocks from the victim's tail, the victim keeps running."""
+    """Item 2: passive_discard_by_order swaps min(needed, held) blocks from the victim's tail; the victim keeps
+    running."""
     s = make("infercept", num_pages=9, max_num_seqs=4, budget=64, num_host_pages=16, swap_budget="unlimited")
     early, late = plain("early", 16, 20, arrival=0.0), plain("late", 16, 20, arrival=1.0)
     s.add_request(early)
@@ -121,7 +122,7 @@ def test_the_lamps_score_times_decodes_as_a_full_iteration_by_default() -> None:
     """Item 5: the LAMPS code's score uses a saturated iteration time (policy.py:34-45), not a one-token decode."""
     cost = PROFILES["gptj-6b-a100"]
     one, full = cost.iteration_time(1), cost.iteration_time(cost.token_budget)
-    decode_only = {step: memory_time_score(100, 50, 0.0, 0, 0, "preserve", cost, step_time=step) for step in (one, full)}
+    decode_only = {t: memory_time_score(100, 50, 0.0, 0, 0, "preserve", cost, step_time=t) for t in (one, full)}
     assert decode_only[full] == pytest.approx(decode_only[one] * full / one)
     saturated = make("lamps", score_step="saturated", cost_profile="gptj-6b-a100")
     single = make("lamps", score_step="single", cost_profile="gptj-6b-a100")
