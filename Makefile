@@ -53,6 +53,8 @@ sweeps: $(VENV)/.run-deps
 		--starvation-scope started,all --output docs/results/choices/starvation_scope
 	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies lamps \
 		--score-step saturated,single --output docs/results/choices/score_step
+	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies $(POLICIES) \
+		--prefix-caching off,on --output docs/results/choices/prefix_caching
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest

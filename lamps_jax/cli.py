@@ -158,6 +158,12 @@ def _kv_capacities(args: argparse.Namespace) -> list[int | None]:
     return [kv_capacity_tokens(load_model_config(args.kv_model), args.device_memory_gb * 1e9)]
 
 
+def _on_off(value: str, flag: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f"{flag} takes on or off (a list sweeps both), got {value!r}")
+    return value == "on"
+
+
 def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]:
     """SimPoint field -> the values the command line sweeps (one value: a fixed setting)."""
 
@@ -181,6 +187,7 @@ def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]
         "starvation_scope": words(args.starvation_scope),
         "score_step": words(args.score_step),
         "final_call": words(args.final_call),
+        "enable_prefix_caching": [_on_off(v, "--prefix-caching") for v in words(args.prefix_caching)],
     }
 
 
@@ -247,6 +254,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--starvation-scope", default="started", help="LAMPS: which waiting requests age: started, all"
     )
     compare.add_argument("--score-step", default="saturated", help="LAMPS score's iteration time: saturated, single")
+    compare.add_argument("--prefix-caching", default="off", help="off or on: freed pages stay cached (sim; list)")
     compare.add_argument("--final-call", default="made", help="a trace's last call: made or dropped (sim; list)")
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")

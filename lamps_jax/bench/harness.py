@@ -35,6 +35,7 @@ class RunResult:
     outputs: list[RequestOutput]
     memory: MemoryTrace
     strategy_counts: dict[str, int]
+    prefix_cache_pages: dict[str, int]  # full pages looked up in the prefix cache ("queried") and found ("hit")
     duration: float  # clock seconds from the first arrival to the last finish
     iterations: int
     wall_seconds: float
@@ -49,11 +50,18 @@ class RunResult:
                 "wall_seconds": self.wall_seconds,
             }
             | {f"strategy_{k}": v for k, v in self.strategy_counts.items()}
+            | {f"prefix_pages_{k}": v for k, v in self.prefix_cache_pages.items()}
         )
 
     def curves(self) -> RunCurves:
         finished = sorted(o.latency for o in self.outputs if o.finish_reason in ("stop", "length"))
         return RunCurves(self.policy, finished, self.memory)
+
+
+def distinct_prompt(num_tokens: int, index: int, vocab_size: int) -> list[int]:
+    """A filler prompt whose first token tells arrival ``index`` apart: no two arrivals share a cached prefix
+    (the prefix cache chains page hashes from the first page), as distinct conversations would not."""
+    return [2 + index % (vocab_size - 2)] + [1] * (num_tokens - 1)
 
 
 def run_workload(
@@ -70,11 +78,12 @@ def run_workload(
     sample (every step of a real model; every few simulated ones), and after the last step.
     """
     pending = deque(sorted(workload, key=lambda r: r.arrival_time))
+    vocab = engine.model_config.vocab_size
     start_clock, start_wall = engine.clock.now(), time.perf_counter()
     outputs: list[RequestOutput] = []
     memory = MemoryTrace()
     pool, scheduler = engine.page_pool, engine.scheduler
-    iterations = 0
+    iterations = added = 0
     with tqdm(total=len(pending), desc=scheduler.policy.name, disable=not progress, leave=False) as bar:
         while pending or engine.has_unfinished_requests():
             now = engine.clock.now() - start_clock
@@ -82,8 +91,9 @@ def run_workload(
                 break
             while pending and pending[0].arrival_time <= now:
                 r = pending.popleft()
+                added += 1
                 engine.add_request(
-                    [1] * r.prompt_tokens,
+                    distinct_prompt(r.prompt_tokens, added, vocab),
                     SamplingParams(ignore_eos=True),
                     r.request_id,
                     r.segments,
@@ -109,6 +119,7 @@ def run_workload(
         outputs=outputs,
         memory=memory,
         strategy_counts=dict(scheduler.strategy_counts),
+        prefix_cache_pages=dict(scheduler.prefix_cache_pages),
         duration=engine.clock.now() - start_clock,
         iterations=iterations,
         wall_seconds=time.perf_counter() - start_wall,

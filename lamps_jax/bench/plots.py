@@ -37,6 +37,7 @@ AXIS_LABELS = {
     "score_step": "LAMPS score's iteration time",
     "final_call": "a trace's final API call",
     "max_model_len": "context limit (tokens)",
+    "enable_prefix_caching": "prefix caching",
 }
 POLICY_STYLES = {
     "vllm": {"color": "tab:blue", "linestyle": "-", "marker": "o"},

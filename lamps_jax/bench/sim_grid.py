@@ -71,6 +71,7 @@ class SimPoint:
     score_step: str = "saturated"
     final_call: str = "made"  # a trace's last call: made (the reference driver) or dropped
     max_model_len: int = 2048  # GPT-J's context; requests are cut as the reference driver cuts them
+    enable_prefix_caching: bool = False  # freed pages stay cached: a discarded context found on return is reused
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
@@ -102,6 +103,7 @@ class SimPoint:
             starvation_threshold=self.starvation_threshold,
             starvation_scope=self.starvation_scope,
             score_step=self.score_step,
+            enable_prefix_caching=self.enable_prefix_caching,
             cost_profile=self.profile,
             kv_strategy="preserve",
         )

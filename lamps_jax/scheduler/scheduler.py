@@ -246,17 +246,12 @@ class Scheduler:
         """Chunk admission: a waiting request starts with pages for the chunk it runs now."""
         while self.waiting and step.tokens_left > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
-            looked_up = 0
-            if self.config.enable_prefix_caching and not request.page_ids:
-                looked_up = take_cached_prefix(self.page_pool, request, self.page_size, self.cache_salt)
+            looked_up = self._take_cached_prefix(request)
             num_new = min(request.num_tokens - request.num_computed_tokens, step.tokens_left)
             if not self._grow_pages(request, request.num_computed_tokens + num_new):
-                if looked_up:
-                    self._discard(request)  # the cached pages go back to the cache until it fits
+                self._return_cached_prefix(request, looked_up)
                 return
-            self.prefix_cache_pages["queried"] += looked_up
-            self.prefix_cache_pages["hit"] += request.num_computed_tokens // self.page_size if looked_up else 0
-            self._admit(request)
+            self._admit(request, looked_up)
             step.schedule(request, num_new)
 
     def _admit_whole_prompts(self, step: _Step) -> bool:
@@ -266,18 +261,33 @@ class Scheduler:
         watermark = self.config.admission_watermark * self.page_pool.num_usable
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
+            looked_up = self._take_cached_prefix(request)
             num_new = request.num_tokens - request.num_computed_tokens
             missing = self.pages_for(request.num_tokens) - len(request.page_ids)
-            if step.scheduled and tokens + num_new > self.config.max_prompt_batch_tokens:
+            too_many_tokens = step.scheduled and tokens + num_new > self.config.max_prompt_batch_tokens
+            if too_many_tokens or self.page_pool.num_free - missing < watermark:
+                self._return_cached_prefix(request, looked_up)
                 break
-            if self.page_pool.num_free - missing < watermark or not self._grow_pages(request, request.num_tokens):
-                break
-            self._admit(request)
+            self._grow_pages(request, request.num_tokens)
+            self._admit(request, looked_up)
             step.schedule(request, num_new)
             tokens += num_new
         return bool(step.scheduled)
 
-    def _admit(self, request: Request) -> None:
+    def _take_cached_prefix(self, request: Request) -> int:
+        """With prefix caching, a request holding no pages takes its cached leading pages; returns the number of
+        full pages looked up."""
+        if not self.config.enable_prefix_caching or request.page_ids:
+            return 0
+        return take_cached_prefix(self.page_pool, request, self.page_size, self.cache_salt)
+
+    def _return_cached_prefix(self, request: Request, looked_up: int) -> None:
+        if looked_up:
+            self._discard(request)  # the cached pages go back to the cache until it fits
+
+    def _admit(self, request: Request, looked_up: int = 0) -> None:
+        self.prefix_cache_pages["queried"] += looked_up
+        self.prefix_cache_pages["hit"] += request.num_computed_tokens // self.page_size if looked_up else 0
         self.waiting.remove(request)
         self.running.append(request)
         request.set_status(RequestStatus.RUNNING, self.clock.now())

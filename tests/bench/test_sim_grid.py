@@ -124,3 +124,19 @@ def test_bench_derives_the_kv_memory_from_a_model_and_a_device(tmp_path: Path, c
     assert row["kv_capacity_tokens"] == kv_capacity_tokens(load_model_config("tiny"), 0.02e9)
     assert main(argv + ["--kv-model", "tiny", "--kv-tokens", "4000", "--output", str(out)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_prefix_caching_in_the_simulator_reuses_only_a_requests_own_discarded_context(tmp_path: Path) -> None:
+    """Arrivals get distinct prompts, so nothing is shared between requests; a vLLM request that discarded its
+    KV at a call finds its pages still cached on return and recomputes less."""
+    calls = str(write_small_trace(tmp_path))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({f"p{i}": [{"prompt_tokens": 300, "completion_tokens": 20}] for i in range(8)}))
+    rows = {}
+    for trace in (calls, str(plain)):
+        for caching in (False, True):
+            point = SimPoint(trace, 2.0, "vllm", window=10.0, kv_capacity_tokens=20000, enable_prefix_caching=caching)
+            rows[Path(trace).stem, caching] = run_grid([point], jobs=1, progress=False)[0].row
+    assert rows["plain", True].get("prefix_pages_hit", 0) == 0  # same-length filler prompts, yet no sharing
+    assert rows["small", True]["prefix_pages_hit"] > 0 == rows["small", False].get("prefix_pages_hit", 0)
+    assert rows["small", True]["finished"] == rows["small", False]["finished"] == rows["small", True]["requests"]
