@@ -68,12 +68,14 @@ class AsyncLLM:
         sampling_params: SamplingParams | None = None,
         req_id: str | None = None,
         segments: Sequence[Segment] = (),
+        session_id: str | None = None,
     ) -> AsyncIterator[RequestDelta]:
-        """Streams the request's deltas; the last one carries its ``RequestOutput`` (``delta.output``)."""
+        """Streams the request's deltas; the last one carries its ``RequestOutput`` (``delta.output``).
+        ``session_id``: a turn of that conversation (``LLMEngine.add_request``)."""
         req_id = req_id if req_id is not None else f"async-{next(self._ids)}"
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._admit(req_id, stream)
-        self._inbox.put(lambda: self._add(req_id, prompt, sampling_params, segments))
+        self._inbox.put(lambda: self._add(req_id, prompt, sampling_params, segments, session_id))
         finished = False
         try:
             while not finished:
@@ -139,11 +141,13 @@ class AsyncLLM:
         except queue.Empty:
             return
 
-    def _add(self, req_id: str, prompt, params: SamplingParams | None, segments: Sequence[Segment]) -> None:
+    def _add(
+        self, req_id: str, prompt, params: SamplingParams | None, segments: Sequence[Segment], session_id: str | None
+    ) -> None:
         with self._lock:
             self._num_queued -= 1
         try:
-            self.engine.add_request(prompt, params, req_id=req_id, segments=segments)
+            self.engine.add_request(prompt, params, req_id=req_id, segments=segments, session_id=session_id)
         except Exception as err:  # a bad request fails alone, on its own stream
             self._end_stream(req_id, err)
 

@@ -231,6 +231,7 @@ class EngineConfig:
     api_timeout: float | None = 60.0  # seconds before an API call counts as failed
     api_error_policy: str = "resume"  # resume: append the error text and go on | abort: end with an error
     tool_call_tags: tuple[str, str] | None = None  # e.g. ("<tool_call>", "</tool_call>") to detect tool calls
+    session_ttl: float = 60.0  # seconds a session's parked KV waits for its next turn before it is released
 
     def __post_init__(self) -> None:
         if self.api_error_policy not in ("resume", "abort"):
@@ -245,6 +246,8 @@ class EngineConfig:
             )
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise ValueError(f"max_model_len must be > 0, got {self.max_model_len}")
+        if not self.session_ttl >= 0:
+            raise ValueError(f"session_ttl must be >= 0 seconds, got {self.session_ttl}")
 
     def resolve_max_model_len(self, model: ModelConfig) -> int:
         limit = model.max_position_embeddings

@@ -86,8 +86,13 @@ class LLMEngine:
         req_id: str | None = None,
         segments: Sequence[Segment] = (),
         arrival_time: float | None = None,
+        session_id: str | None = None,
     ) -> str:
-        """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``)."""
+        """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``).
+
+        A ``session_id`` makes it a turn of a conversation: when it ends, its KV stays parked for
+        ``EngineConfig.session_ttl`` seconds, and the session's next request reuses as much of it as its
+        prompt matches (all of it when the prompt extends ``session_tokens(session_id)``)."""
         params = sampling_params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         token_ids = self._tokenize(prompt)
@@ -107,10 +112,21 @@ class LLMEngine:
             eos_token_ids=self.model_config.eos_token_ids,
             prompt=text,
             segments=tuple(segments),
+            session_id=session_id,
         )
         self.scheduler.add_request(request)
         self.outputs.add(request)
         return request.req_id
+
+    def session_tokens(self, session_id: str) -> list[int] | None:
+        """The tokens of a session's parked turn (prompt and output): a next prompt that starts with them
+        recomputes nothing of them. None when nothing is parked under ``session_id``."""
+        parked = self.scheduler.parked.get(session_id)
+        return None if parked is None else list(parked.prompt_token_ids)
+
+    def release_session(self, session_id: str) -> bool:
+        """Frees a session's parked KV now (its full pages stay in the prefix cache); False if none is parked."""
+        return self.scheduler.release_session(session_id)
 
     def abort_request(self, req_id: str) -> RequestOutput | None:
         """Ends a request wherever it is (running, waiting, mid-call, swapped out)."""
@@ -163,6 +179,8 @@ class LLMEngine:
 
     def _advance(self) -> dict[str, Request]:
         """Runs one iteration; the requests that advanced in it or ended, by id."""
+        if self.scheduler.parked:
+            self.scheduler.expire_sessions(self.config.session_ttl)
         for result in self.api.poll():
             self._on_api_result(result)
         sched_out = self.scheduler.schedule()

@@ -131,6 +131,7 @@ class Request:
     result_end: int = 0  # len(output_token_ids) after the last API result (tool-call detection scans from here)
     priority: float = 0.0  # the policy's waiting-queue key, smaller first (LAMPS score, SJF length)
     planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
+    session_id: str | None = None  # a turn of this session: its KV is parked when it ends, for the next turn
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))
