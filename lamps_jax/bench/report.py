@@ -175,11 +175,13 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
 
     A baseline sustains a rate when its mean TTFT (averaged over seeds) stays within ``ttft_limit``
     seconds there and at every lower swept rate: past that the waiting queue grows for the whole window.
-    Points where no baseline saturates within the sweep are left out.
+    Points where some baseline sustains every swept rate (the strongest does not saturate within the
+    sweep) are left out.
     """
     rows = aggregate_seeds(rows)
     keys = [k for k in point_keys(rows) if k != "rate"]
     best: dict[tuple, tuple] = {}
+    unsaturated: set[tuple] = set()
     for point, group in group_rows([r for r in rows if r["policy"] in baselines], keys).items():
         for policy, runs in group_rows(group, ["policy"]).items():
             runs.sort(key=lambda r: r["rate"])
@@ -188,9 +190,11 @@ def saturation_rates(rows: list[dict], baselines: tuple[str, ...], ttft_limit: f
                 if run["ttft_mean"] > ttft_limit:
                     break
                 sustained = run["rate"]
-            if sustained is not None and sustained < runs[-1]["rate"] and sustained > best.get(point, (None, 0))[1]:
+            if sustained == runs[-1]["rate"]:
+                unsaturated.add(point)
+            elif sustained is not None and sustained > best.get(point, (None, 0))[1]:
                 best[point] = (policy[0], sustained)
-    return best
+    return {point: value for point, value in best.items() if point not in unsaturated}
 
 
 def paired_reductions(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> list[dict]:

@@ -78,6 +78,8 @@ def test_saturation_is_the_last_rate_before_the_queue_grows_for_the_strongest_ba
     assert saturation_rates(rows, ("vllm",)) == {("multi",): ("vllm", 2.0)}
     # a baseline that never saturates within the sweep gives no saturation rate
     assert saturation_rates([r for r in rows if r["rate"] < 4], ("infercept",)) == {}
+    # nor does vllm's saturation count as the strongest baseline's when infercept sustains the whole sweep
+    assert saturation_rates([r for r in rows if r["rate"] < 4], ("vllm", "infercept")) == {}
 
 
 def test_improvement_table_pairs_runs_by_seed_and_states_the_rate_fraction() -> None:
