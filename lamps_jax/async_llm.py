@@ -170,11 +170,14 @@ class AsyncLLM:
             stream.put(last)
 
     def _close(self) -> None:
-        """Aborts what the engine still holds and ends every stream (also the ones never added)."""
+        """Aborts what the engine still holds, releases parked sessions and ends every stream (also the ones
+        never added)."""
         try:
             self._drain_inbox(wait=False)
             for req_id in list(self.engine.scheduler.requests):
                 self._abort(req_id)
+            for session_id in list(self.engine.scheduler.parked):
+                self.engine.release_session(session_id)
         finally:
             with self._lock:
                 streams, self._streams = self._streams, {}

@@ -126,3 +126,13 @@ def test_shutdown_ends_every_stream_and_empties_the_pools(tiny_model) -> None:
     for result in asyncio.run(run()):
         assert isinstance(result, list) and result[-1].output.finish_reason == "abort"
     assert_pools_empty(llm.engine)
+
+
+def test_a_session_turn_through_the_async_front_reuses_the_parked_kv(async_llm: AsyncLLM, tiny_model) -> None:
+    """The second turn extends the first: its greedy tokens equal a cold run; shutdown releases the parked KV."""
+    params = SamplingParams(max_tokens=4, ignore_eos=True)
+    first = asyncio.run(collect(async_llm, [5, 6, 7, 8, 9], params, session_id="chat"))[-1].output
+    prompt = [5, 6, 7, 8, 9, *first.token_ids, 11, 12]
+    second = asyncio.run(collect(async_llm, prompt, params, session_id="chat"))[-1].output
+    assert second.token_ids == dense_greedy(tiny_model, prompt, 4)
+    assert async_llm.engine.session_tokens("chat") == prompt + second.token_ids
