@@ -39,7 +39,7 @@ class CostModel:
     swap_per_token: float  # a_s: seconds per token of KV copied one way
     swap_base: float  # b_s: seconds per swap, one way
     token_budget: int  # B, tokens per iteration (the saturation point)
-    swap_budget_tokens: int | None  # per-iteration swap budget in tokens; None = unlimited
+    swap_budget_tokens: int | None  # swap budget's constant part, tokens per iteration; None = unlimited
     kv_bytes_per_token: int
     kv_capacity_tokens: int | None = None  # KV memory of the profiled setup, in tokens, when known
 
@@ -158,7 +158,8 @@ def _vicuna_13b_2xa100() -> CostModel:
 
 
 PROFILES: dict[str, CostModel] = {
-    # INFERCEPT's profile: f(t) = 0.0463 ms·t + 10 ms; swap budget 0.00462·B + 108.99 = 111 tokens at B = 384.
+    # INFERCEPT's profile: f(t) = 0.0463 ms·t + 10 ms; 0.00462·B + 108.99 = 111 tokens at B = 384 is the constant
+    # part of its per-iteration swap budget (the scheduler's swap_budget="infercept" adds the free-memory terms).
     "gptj-6b-a100": _gptj_6b_a100("gptj-6b-a100", 0.0463, 10.0, 111),
     # LAMPS's profile of the same setup: f(t) = 0.0408 ms·t + 16.92 ms, swaps not budgeted.
     "gptj-6b-a100-lamps": _gptj_6b_a100("gptj-6b-a100-lamps", 0.0408, 16.92, None),

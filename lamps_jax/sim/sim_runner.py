@@ -1,9 +1,9 @@
 """SimRunner: the runner contract without a model, timed by the calibrated cost model.
 
 Each ``execute`` advances a ``VirtualClock`` by the iteration time f(new tokens, context tokens) of
-what was scheduled; swaps issued in the iteration take g(tokens) each way and overlap the compute
-(INFERCEPT's swap budget is sized to what hides behind one iteration), so the step lasts
-max(f, swap time). Sampled tokens are a filler id: scripted requests replace them with the tokens
+what was scheduled; swaps issued in the iteration take g(tokens) each way and overlap the compute, layer
+by layer, as the reference systems' swaps do (InferCept ``model_executor/models/gpt_j.py:186-198``), so the
+step lasts max(f, swap time). Sampled tokens are a filler id: scripted requests replace them with the tokens
 their trace prescribes. Everything else (engine loop, scheduler, page pool, API executor) is the
 real code, so a policy behaves in simulation exactly as it does on a device.
 """
