@@ -130,7 +130,7 @@ class _HermesSplitter:
             else:
                 start = self._buffer.find(self.OPEN)
                 if start < 0:
-                    decided = len(self._buffer)
+                    decided = len(self._buffer) - _partial_tag_length(self._buffer, self.OPEN)
                     pieces.append(self._buffer[:decided])
                     self._buffer = self._buffer[decided:]
                     return pieces
@@ -187,10 +187,9 @@ class _Llama3JsonSplitter:
             opening = self._buffer.lstrip()
             if opening in (self.TAG, "{"):
                 pieces.append(self._buffer[: len(self._buffer) - len(opening)])
-                self._buffer, self._state = "", "marker"
-                if opening == self.TAG:
-                    self._buffer = self.TAG
-                else:
+                self._buffer = self.TAG if opening == self.TAG else ""
+                self._state = "marker"
+                if opening == "{":
                     self._step(char, pieces)
             elif opening and not self.TAG.startswith(opening):
                 pieces.append(self._buffer)

@@ -18,7 +18,11 @@ from tests.engine.test_paged_vs_dense import dense_greedy
 def cached_engine(model, num_pages: int = 64, caching: bool = True, kv_strategy: str = "preserve") -> LLMEngine:
     config = small_engine_config(num_pages=num_pages)  # pages of 4 tokens
     scheduler = dataclasses.replace(config.scheduler, enable_prefix_caching=caching, kv_strategy=kv_strategy)
-    engine = LLMEngine(model, dataclasses.replace(config, scheduler=scheduler))
+    return count_computed_tokens(LLMEngine(model, dataclasses.replace(config, scheduler=scheduler)))
+
+
+def count_computed_tokens(engine: LLMEngine) -> LLMEngine:
+    """Counts, per request, the tokens the runner computes (``engine.computed_tokens``)."""
     computed = engine.computed_tokens = Counter()
     execute = engine.runner.execute
 

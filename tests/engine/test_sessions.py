@@ -5,7 +5,6 @@ greedy outputs equal a cold run every time, and every page comes back."""
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 
 import pytest
 
@@ -14,6 +13,7 @@ from lamps_jax.engine import LLMEngine
 from lamps_jax.request import KVStrategy, SamplingParams
 from tests.conftest import small_engine_config
 from tests.engine.test_api_calls import drain
+from tests.engine.test_prefix_cache import count_computed_tokens
 
 PARAMS = SamplingParams(max_tokens=6, ignore_eos=True)
 DECODES = PARAMS.max_tokens - 1  # tokens computed after the prompt: each sampled token but the last
@@ -28,16 +28,7 @@ def session_engine(model, caching: bool = False, kv_strategy: str = "preserve", 
         config.scheduler, enable_prefix_caching=caching, kv_strategy=kv_strategy, num_host_pages=64
     )
     engine = LLMEngine(model, dataclasses.replace(config, scheduler=scheduler, session_ttl=ttl), VirtualClock())
-    computed = engine.computed_tokens = Counter()
-    execute = engine.runner.execute
-
-    def counting_execute(sched_out):
-        for chunk in sched_out.scheduled:
-            computed[chunk.req_id] += chunk.num_new_tokens
-        return execute(sched_out)
-
-    engine.runner.execute = counting_execute
-    return engine
+    return count_computed_tokens(engine)
 
 
 def turn(engine: LLMEngine, prompt: list[int], session: str | None = "s") -> tuple[list[int], int]:
