@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -13,11 +14,13 @@ from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.sources import check_model_source
 from lamps_jax.request import SamplingParams
 from lamps_jax.scheduler.policies import POLICIES
+from lamps_jax.server.tool_parsers import TOOL_PARSER_NAMES
 
 DESCRIPTION = "Serve augmented LLM requests (requests that pause for API calls) and compare their schedulers."
 EXAMPLES = """examples:
   lamps-jax generate --model smollm2-135m --chat --prompt "What is 2+2?"
   lamps-jax demo                      # a few chat prompts served concurrently, with throughput
+  lamps-jax serve --model smollm2-135m --port 8000   # an OpenAI-compatible server on 127.0.0.1:8000
   lamps-jax bench --rates 3,4,5,6     # vllm / infercept / sjf / lamps on the real traces, simulated
   lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4 --seeds 0,1,2   # a sweep
   lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
@@ -27,7 +30,7 @@ EXAMPLES = """examples:
   lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
   lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
 """
-COMPILING_COMMANDS = ("generate", "demo", "bench", "bench-engine", "bench-swap", "calibrate")
+COMPILING_COMMANDS = ("generate", "demo", "serve", "bench", "bench-engine", "bench-swap", "calibrate")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -81,6 +84,10 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
         max_model_len=args.max_model_len,
         seed=args.seed,
     )
+
+
+def _serve_engine_config(args: argparse.Namespace) -> EngineConfig:
+    return dataclasses.replace(_engine_config(args), session_ttl=args.session_ttl)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -210,6 +217,27 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_engine_args(demo)
     _add_sampling_args(demo, max_tokens=48)
 
+    serve = command("serve", "an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /metrics)")
+    _add_engine_args(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--served-model-name", help="the model name clients send (None: the --model value)")
+    serve.add_argument(
+        "--tool-call-parser",
+        choices=TOOL_PARSER_NAMES,
+        help="format of the model's tool calls, read from chat outputs (None: chat requests with tools are refused)",
+    )
+    serve.add_argument("--max-waiting", type=int, default=1024, help="requests waiting for admission before 503s")
+    serve.add_argument(
+        "--session-ttl", type=float, default=60.0, help="seconds a session's KV waits for its next turn (session_id)"
+    )
+    serve.add_argument(
+        "--graceful-shutdown-timeout",
+        type=int,
+        default=10,
+        help="seconds in-flight responses get to end on SIGINT/SIGTERM before they are cancelled",
+    )
+
     bench = command("bench-engine", "decode throughput vs Hugging Face generate, side by side")
     bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: both)")
     bench.add_argument("--batch-sizes", default="1,8,32", help="concurrent prompts per run")
@@ -278,7 +306,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _models(args: argparse.Namespace) -> list[str]:
     """The models a command will load (checked before anything loads)."""
-    if args.command in ("generate", "demo", "bench-swap", "calibrate"):
+    if args.command in ("generate", "demo", "serve", "bench-swap", "calibrate"):
         return [args.model]
     if args.command == "bench-engine":
         return args.model or ["tiny", "smollm2-135m"]
@@ -300,6 +328,14 @@ def _check_args(args: argparse.Namespace) -> None:
         _engine_config(args)
         if args.command == "generate" and not all(p.strip() for p in args.prompt):
             raise ValueError("--prompt must not be empty")
+    if args.command == "serve":
+        _serve_engine_config(args)
+        if args.max_waiting < 1:
+            raise ValueError(f"--max-waiting must be >= 1, got {args.max_waiting}")
+        if args.graceful_shutdown_timeout < 0:
+            raise ValueError(f"--graceful-shutdown-timeout must be >= 0, got {args.graceful_shutdown_timeout}")
+        if not 0 < args.port < 65536:
+            raise ValueError(f"--port must be in 1..65535, got {args.port}")
     if args.command == "bench" and not _floats(args.rates):
         raise ValueError("--rates needs at least one request rate")
     if args.command == "bench" and args.mode == "sim":
@@ -327,6 +363,21 @@ def _run(args: argparse.Namespace) -> None:
         _run_prompts(args, args.prompt, args.chat)
     elif args.command == "demo":
         _run_prompts(args, list(QUESTIONS[:6]), chat=True)
+    elif args.command == "serve":
+        from lamps_jax.server.launch import serve
+
+        serve(
+            args.model,
+            _serve_engine_config(args),
+            dtype=args.dtype,
+            seed=args.seed,
+            host=args.host,
+            port=args.port,
+            served_model_name=args.served_model_name,
+            tool_call_parser=args.tool_call_parser,
+            max_waiting=args.max_waiting,
+            graceful_shutdown_s=args.graceful_shutdown_timeout,
+        )
     elif args.command == "bench":
         _run_comparison(args)
     elif args.command == "report":

@@ -1,1 +1,1 @@
-"""OpenAI-compatible serving of the engine's outputs, starting with the tool-call parsers."""
+"""`lamps-jax serve`: an OpenAI-compatible HTTP server on the live engine, its tool-call parsers and metrics."""

@@ -84,3 +84,10 @@ def test_corrupt_weight_files(tmp_path) -> None:
     (hf_dir / "model.safetensors").write_bytes(b"not a safetensors file at all")
     with pytest.raises(ModelLoadError, match="corrupt safetensors"):
         load_model(str(hf_dir))
+
+
+@pytest.mark.parametrize("field", [{"seed": -1}, {"seed": 2**32}, {"top_k": 2**31}])
+def test_sampling_params_out_of_the_samplers_range_are_refused(field: dict) -> None:
+    """The sampler casts seeds to uint32 and top_k to int32: a value outside would kill the engine loop."""
+    with pytest.raises(ValueError, match="must be in"):
+        SamplingParams(**field)
