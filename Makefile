@@ -33,7 +33,8 @@ reproduce: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench --trace multi --trace one --rates 3,4,5,6 --window 600 --seeds $(SEEDS) \
 		--policies $(POLICIES) --output docs/results/paper
 
-# Light load to past saturation; 32 vs 256 running requests; and one modelling choice at a time at 6 req/s.
+# Light load to past saturation; 32 vs 256 running requests; one modelling choice at a time (6 req/s, 300 s
+# windows; LAMPS's own choices at 8 req/s, 600 s, where its queue forms).
 sweeps: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench --trace multi --rates 2,4,6,8 --window 600 --seeds $(SEEDS) --policies $(POLICIES) \
 		--output docs/results/saturation_multi
@@ -49,9 +50,9 @@ sweeps: $(VENV)/.run-deps
 		--admission-watermark 0,0.01 --output docs/results/choices/watermark
 	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies infercept,infercept_swap,lamps \
 		--api-time oracle,type_mean --output docs/results/choices/api_time
-	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies lamps \
+	$(BIN)/lamps-jax bench --trace multi --rates 8 --window 600 --seeds $(SEEDS) --policies lamps \
 		--starvation-scope started,all --output docs/results/choices/starvation_scope
-	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies lamps \
+	$(BIN)/lamps-jax bench --trace multi --rates 8 --window 600 --seeds $(SEEDS) --policies lamps \
 		--score-step saturated,single --output docs/results/choices/score_step
 	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies $(POLICIES) \
 		--prefix-caching off,on --output docs/results/choices/prefix_caching

@@ -40,7 +40,7 @@ class SwapCopy:
 @dataclass(frozen=True)
 class SchedulerOutput:
     scheduled: list[ScheduledChunk]  # what runs this step, in scheduling order
-    preempted_ids: list[str] = field(default_factory=list)  # pages freed, back to waiting (recompute)
+    preempted_ids: list[str] = field(default_factory=list)  # sent back: to waiting (recompute) or swapped out whole
     swap_out: list[SwapCopy] = field(default_factory=list)  # copied to the host before this step runs
     swap_in: list[SwapCopy] = field(default_factory=list)  # copied back before this step runs
 
