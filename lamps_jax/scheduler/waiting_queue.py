@@ -7,7 +7,9 @@ every key (a preempted request in FCFS order), later fronts ahead of earlier one
 Starvation prevention (LAMPS) is a second heap of the requests waiting since a given iteration: once the
 oldest has waited ``starvation_threshold`` iterations it is promoted to a starved heap, which is served
 first, in the policy's key order among the starved. Promotion looks at the head of the aging heap only,
-so an iteration costs O(promoted · log n), not a pass over every waiting request.
+oldest first and at most ``MAX_PROMOTIONS`` per iteration, so an iteration costs O(log n) per promoted
+request and never a pass over every waiting request (when thousands starve at once they are promoted
+over several iterations, oldest first).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from lamps_jax.request import Request
 
 Key = tuple
+MAX_PROMOTIONS = 64  # requests moved to the starved heap in one iteration at most (~0.3 ms)
 
 
 class WaitingQueue:
@@ -73,16 +76,13 @@ class WaitingQueue:
         self._entry.pop(request.req_id)
         self._since.pop(request.req_id, None)
 
-    def waited(self, request: Request, iteration: int) -> int | None:
-        """Iterations ``request`` has waited, if it ages."""
-        since = self._since.get(request.req_id)
-        return None if since is None else iteration - since
-
     def promote_starved(self, iteration: int) -> None:
-        """Moves every request passed over ``starvation_threshold`` times to the starved heap (call it at the
-        start of iteration ``iteration``: a request queued after iteration k has been passed over
-        ``iteration - k - 1`` times)."""
-        while self._aging:
+        """Moves the requests passed over ``starvation_threshold`` times to the starved heap, oldest first, up to
+        ``MAX_PROMOTIONS`` (call it at the start of iteration ``iteration``: a request queued after iteration k
+        has been passed over ``iteration - k - 1`` times)."""
+        for _ in range(MAX_PROMOTIONS):
+            if not self._aging:
+                return
             since, seq, request = self._aging[0]
             if self._entry.get(request.req_id) != seq:
                 heapq.heappop(self._aging)

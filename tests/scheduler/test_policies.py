@@ -11,6 +11,7 @@ from lamps_jax.paged_kv.page_pool import PagePool
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus, SamplingParams, Segment
 from lamps_jax.scheduler.policies import POLICIES
 from lamps_jax.scheduler.scheduler import Scheduler
+from lamps_jax.scheduler.waiting_queue import MAX_PROMOTIONS
 from tests.scheduler.test_scheduler import FakeClock, check_step, fake_run
 
 
@@ -278,3 +279,16 @@ def test_random_runs_with_api_calls_keep_every_invariant(policy: str, seed: int)
     assert sorted(r.req_id for r in finished) == sorted(r.req_id for r in requests)
     assert s.page_pool.num_free == s.page_pool.num_usable
     assert s.host_pool.num_free == s.host_pool.num_usable
+
+
+def test_starvation_promotes_a_bounded_number_per_iteration_oldest_first() -> None:
+    """When thousands starve at once, no single schedule() pays for all of them: the oldest go first."""
+    s = make("lamps", num_pages=10, max_num_seqs=1, starvation_threshold=2, starvation_scope="all")
+    for i in range(MAX_PROMOTIONS + 10):
+        s.add_request(plain(f"r{i}", 5, 1, arrival=float(i)))
+    s.iteration = 10
+    s.policy.on_iteration(s)
+    assert len(s.waiting._starved) == MAX_PROMOTIONS
+    assert {e[2].req_id for e in s.waiting._starved} == {f"r{i}" for i in range(MAX_PROMOTIONS)}
+    s.policy.on_iteration(s)
+    assert len(s.waiting._starved) == MAX_PROMOTIONS + 10
