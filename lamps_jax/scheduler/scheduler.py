@@ -21,11 +21,7 @@ Discard frees them (the context is recomputed from the waiting queue on return),
 to host memory within the swap budget (falling back to Discard when the host pool is full) and
 copies them back into fresh device pages before the request runs again.
 
-Sessions: a request with a ``session_id`` that ends normally leaves its KV parked under that id, as a
-paused request whose "call" is the client's next turn (the policy picks Preserve, Discard, which releases
-the pages to the prefix cache, or Swap). The session's next request adopts the pages that its prompt
-matches: all of them when it extends the parked tokens exactly, else the full pages of the common prefix.
-A parked session is released when ``expire_sessions`` finds it older than its time to live.
+Sessions (a turn's KV kept for the conversation's next turn) live in ``sessions.py``.
 
 Contract: ``schedule()`` returns what runs; after the runner executes it, ``update()`` must be
 called with the runner's output exactly once. The scheduler owns the device and host page pools.
@@ -44,6 +40,7 @@ from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput, SwapCopy
 from lamps_jax.scheduler.policies import make_policy
 from lamps_jax.scheduler.prefix import register_full_pages, take_cached_prefix
+from lamps_jax.scheduler.sessions import SessionsMixin
 from lamps_jax.scheduler.waiting_queue import WaitingQueue
 
 UNLIMITED_PAGES = 10**9
@@ -76,12 +73,7 @@ class _Step:
         self.pinned.add(request.req_id)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    return next((i for i in range(n) if a[i] != b[i]), n)
-
-
-class Scheduler:
+class Scheduler(SessionsMixin):
     def __init__(
         self,
         config: SchedulerConfig,
@@ -145,19 +137,25 @@ class Scheduler:
     def pause(self, request: Request, call: ApiCall) -> KVStrategy:
         """Takes a running request out for an API call, with the policy's strategy; returns the one used."""
         request.api_call = call  # policies read the call in flight
-        strategy = self.policy.strategy_for_call(request, call, self)
+        chosen = self.policy.strategy_for_call(request, call, self)  # sees the batch with the request in it
         self.running.remove(request)
-        if strategy is KVStrategy.SWAP and not self._reserve_host_pages(request):
-            strategy = KVStrategy.DISCARD
-        if strategy is KVStrategy.DISCARD:
-            self._discard(request)
-        elif strategy is KVStrategy.SWAP:
-            self.swap_out_queue.append(request)
-        request.strategy = strategy  # cleared on resume, with api_call
+        strategy = self._hold_kv(request, chosen)
         self.strategy_counts[strategy.value] += 1
         request.num_api_calls += 1
         self.paused[request.req_id] = request
         request.set_status(RequestStatus.PAUSED_API, self.clock.now())
+        return strategy
+
+    def _hold_kv(self, request: Request, strategy: KVStrategy) -> KVStrategy:
+        """Applies a paused request's strategy to its KV; Swap falls back to Discard when the host has no room
+        (or already holds part of the context). Returns the strategy used, also set on the request."""
+        if strategy is KVStrategy.SWAP and (request.host_page_ids or not self._reserve_host_pages(request)):
+            strategy = KVStrategy.DISCARD
+        if strategy is KVStrategy.DISCARD:
+            self._discard(request)  # with prefix caching, its full pages stay cached
+        elif strategy is KVStrategy.SWAP:
+            self.swap_out_queue.append(request)
+        request.strategy = strategy  # cleared on resume
         return strategy
 
     def discard_paused(self, request: Request) -> None:
@@ -194,82 +192,6 @@ class Scheduler:
             request.set_status(RequestStatus.WAITING, now)
             self.policy.enqueue(self, request, "resume")
         request.strategy = None
-
-    # ---- sessions ---------------------------------------------------------------------------
-    def _park(self, request: Request) -> None:
-        """Moves an ending turn's KV to a paused stand-in for its session, with the policy's strategy."""
-        session_id = request.session_id
-        if session_id in self.parked:
-            self.release_session(session_id)
-        now = self.clock.now()
-        parked = Request(
-            req_id=f"session:{session_id}",
-            prompt_token_ids=request.prompt_token_ids + request.output_token_ids,
-            sampling_params=request.sampling_params,
-            arrival_time=now,
-            seed=request.seed,
-            session_id=session_id,
-        )
-        parked.page_ids, parked.host_page_ids = request.page_ids, request.host_page_ids
-        parked.page_hashes, parked.num_registered_pages = request.page_hashes, request.num_registered_pages
-        parked.num_computed_tokens = request.num_computed_tokens
-        request.page_ids, request.host_page_ids, request.num_registered_pages = [], [], 0
-        parked.api_call = ApiCall(name="session")
-        strategy = self.policy.strategy_for_call(parked, parked.api_call, self)
-        if strategy is KVStrategy.SWAP and (parked.host_page_ids or not self._reserve_host_pages(parked)):
-            strategy = KVStrategy.DISCARD  # a context already partly on the host is not swapped again
-        if strategy is KVStrategy.DISCARD:
-            self._discard(parked)  # with prefix caching, its full pages stay cached
-        elif strategy is KVStrategy.SWAP:
-            self.swap_out_queue.append(parked)
-        parked.strategy = strategy
-        self.strategy_counts[f"session_{strategy.value}"] += 1
-        parked.set_status(RequestStatus.PAUSED_API, now)
-        self.paused[parked.req_id] = parked
-        self.parked[session_id] = parked
-
-    def release_session(self, session_id: str) -> bool:
-        """Frees a parked session's KV (full pages stay in the prefix cache); False if none is parked."""
-        parked = self.parked.pop(session_id, None)
-        if parked is None:
-            return False
-        self.paused.pop(parked.req_id, None)
-        if parked in self.swap_out_queue:
-            self.swap_out_queue.remove(parked)
-        self._free_pages(parked)
-        return True
-
-    def expire_sessions(self, ttl: float) -> None:
-        """Releases every session parked for ``ttl`` seconds or more."""
-        now = self.clock.now()
-        for session_id in [s for s, parked in self.parked.items() if now - parked.arrival_time >= ttl]:
-            self.release_session(session_id)
-
-    def _adopt(self, request: Request, parked: Request) -> bool:
-        """Gives a session's next request the parked KV its prompt matches; True if it went to the swap-in queue."""
-        self.paused.pop(parked.req_id)
-        self.policy.on_api_return(parked, parked.api_call, self.clock.now() - parked.arrival_time)
-        if parked in self.swap_out_queue:  # its copy was not issued: the pages are still on the device
-            self.swap_out_queue.remove(parked)
-            self._free_host_pages(parked)
-        computed = parked.num_computed_tokens
-        matched = _common_prefix(parked.prompt_token_ids[:computed], request.prompt_token_ids[:-1])
-        if matched == computed and parked.host_page_ids and not parked.page_ids:  # swapped out whole
-            request.host_page_ids, parked.host_page_ids = parked.host_page_ids, []
-            request.num_computed_tokens = computed
-            request.page_hashes = parked.page_hashes
-            self.swap_in_queue.append(request)
-            request.set_status(RequestStatus.SWAPPED, self.clock.now())
-            return True
-        self._free_host_pages(parked)
-        on_device = min(matched, len(parked.page_ids) * self.page_size)
-        keep = len(parked.page_ids) if on_device == computed else on_device // self.page_size
-        request.page_ids, parked.page_ids = parked.page_ids[:keep], parked.page_ids[keep:]
-        request.num_computed_tokens = on_device if on_device == computed else keep * self.page_size
-        request.num_registered_pages = min(parked.num_registered_pages, keep)
-        request.page_hashes = parked.page_hashes[: request.num_registered_pages]
-        self._free_pages(parked)
-        return False
 
     # ---- one iteration ----------------------------------------------------------------------
     def schedule(self) -> SchedulerOutput:
