@@ -1,9 +1,9 @@
 """The OpenAI request bodies the server accepts, as pydantic models, and their sampling parameters.
 
 Only what the engine does is declared; any other field is rejected (``extra="forbid"``) rather than silently
-ignored, so a client asking for logprobs or penalties hears that it gets none. Two fields beyond OpenAI's, as
-vLLM has them: ``top_k`` and ``ignore_eos``; and ``session_id`` (``extra_body={"session_id": ...}`` in the
-official client), which makes the request a turn of that conversation so that the next turn reuses its KV.
+ignored, so a client asking for logprobs or penalties hears that it gets none. Fields beyond OpenAI's, as
+vLLM has them: ``top_k``, ``ignore_eos`` and, on completions, ``return_token_ids``; and ``session_id``
+(``extra_body={"session_id": ...}`` in the official client), which makes the request a turn of that conversation so that the next turn reuses its KV.
 Chat messages keep unknown fields: chat templates may read them.
 """
 
@@ -66,6 +66,7 @@ class GenerationRequest(_Strict):
 
 class CompletionRequest(GenerationRequest):
     prompt: str | list[int]
+    return_token_ids: bool = False  # vLLM's extension: the prompt's and the output's token ids in the choice
 
 
 class TextPart(_Strict):

@@ -188,6 +188,26 @@ def test_a_prompt_of_token_ids_is_the_same_prompt(served: Served, client: openai
     assert by_ids.choices[0].text == text and by_ids.usage.prompt_tokens == 3
 
 
+def test_return_token_ids_gives_the_prompt_and_output_ids_whole_and_streamed(
+    served: Served, client: openai.OpenAI
+) -> None:
+    ids = {"ignore_eos": True, "return_token_ids": True}
+    whole = client.completions.create(model=MODEL, prompt="abc", max_tokens=5, temperature=0.0, extra_body=ids)
+    choice = whole.choices[0].model_dump()
+    assert choice["prompt_token_ids"] == served.engine.tokenizer.encode("abc", add_special_tokens=False)
+    assert len(choice["token_ids"]) == 5
+    assert served.engine.tokenizer.decode(choice["token_ids"], skip_special_tokens=True) == choice["text"]
+    chunks = [
+        c.choices[0].model_dump()
+        for c in client.completions.create(
+            model=MODEL, prompt="abc", max_tokens=5, temperature=0.0, stream=True, extra_body=ids
+        )
+    ]
+    assert chunks[0]["prompt_token_ids"] == choice["prompt_token_ids"]
+    assert all("prompt_token_ids" not in c for c in chunks[1:])
+    assert [t for c in chunks for t in c["token_ids"]] == choice["token_ids"]
+
+
 def test_a_stop_string_ends_the_text_before_it(served: Served, client: openai.OpenAI) -> None:
     served.llm.script = "Hello world. Bye."
     answer = client.completions.create(model=MODEL, prompt="x", stop=["world", "zzz"])
