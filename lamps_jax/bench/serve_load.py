@@ -1,0 +1,579 @@
+"""``lamps-jax bench-serve``: the workload of ``lamps-jax bench --mode real`` replayed over HTTP against
+``lamps-jax serve``, beside the same workload in-process.
+
+Each trace request becomes a conversation (``Conversation``) with the same arrival time, prompt token ids, decode
+lengths and API calls as in-process: turn k streams ``/v1/completions`` with the conversation's token ids so far,
+``max_tokens`` the segment's decode length, greedy, ``ignore_eos``, ``return_token_ids`` and the conversation's
+``session_id``; then the client makes the segment's API call (sleeps its scaled time) and appends the call's result
+tokens for the next turn. Per policy a fresh server runs as a subprocess on a free loopback port with the engine
+settings of the in-process run (or ``--url`` names a running one); every run stops at a fixed number of requests
+or at a wall-clock limit, after which its clients stop and the run counts as cut short.
+
+Importing this module loads neither JAX nor httpx (the CLI builds its parser from it): what needs them is imported
+where it is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm.auto import tqdm
+
+from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
+from lamps_jax.model.sources import check_model_source
+from lamps_jax.scheduler.policies import POLICIES
+from lamps_jax.workload.spec import WorkloadRequest
+from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
+
+LOOPBACK = "127.0.0.1"
+# lamps-jax bench --mode real's trace scaling (comparison.real_comparison's defaults)
+REAL_TIME_SCALE = 0.02
+REAL_MAX_PROMPT = 96
+REAL_MAX_SEGMENT = 24
+REUSED_TURNS = 'lamps_jax_session_turns_total{prompt_kv="reused"}'
+STOP_TIMEOUT_S = 60.0  # after SIGINT, how long a server gets to exit before it is killed
+NO_TOKEN_IDS = "the stream carries no token ids: the server does not support return_token_ids on /v1/completions"
+
+
+class BenchServeError(ValueError):
+    """A server that cannot be reached or started: reported as bad input is, without a traceback."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine flags a spawned server gets and the in-process engine is configured from."""
+
+    dtype: str = "float32"
+    engine_seed: int = 0  # lamps-jax serve's --seed
+    page_size: int = 16
+    kv_memory_mib: int = 24
+    max_num_seqs: int = 16
+    max_num_batched_tokens: int = 128
+    max_model_len: int = 1024
+    host_kv_pages: int = 256
+    session_ttl: float = 5.0  # longer than any scaled API call: a session's KV waits out the call
+
+    def config(self, policy: str) -> EngineConfig:
+        """The ``EngineConfig`` that ``lamps-jax serve --policy <policy>`` builds from ``serve_flags``."""
+        return EngineConfig(
+            cache=CacheConfig(page_size=self.page_size, kv_memory_bytes=self.kv_memory_mib * 2**20),
+            scheduler=SchedulerConfig(
+                policy=policy,
+                max_num_seqs=self.max_num_seqs,
+                max_num_batched_tokens=self.max_num_batched_tokens,
+                num_host_pages=self.host_kv_pages,
+            ),
+            max_model_len=self.max_model_len,
+            seed=self.engine_seed,
+            session_ttl=self.session_ttl,
+        )
+
+    def serve_flags(self) -> list[str]:
+        return [text for flag, name, _, _ in ENGINE_FLAGS for text in (flag, str(getattr(self, name)))]
+
+
+ENGINE_FLAGS = (  # flag, EngineSettings field, type, help: the same flags as lamps-jax serve's
+    ("--dtype", "dtype", str, "weights, activations and KV: float32 or bfloat16"),
+    ("--seed", "engine_seed", int, "seed of the random-init presets and of unseeded sampling"),
+    ("--page-size", "page_size", int, "tokens per KV page"),
+    ("--kv-memory-mib", "kv_memory_mib", int, "device memory for KV pages"),
+    ("--max-num-seqs", "max_num_seqs", int, "requests running at once"),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", int, "token budget per iteration"),
+    ("--max-model-len", "max_model_len", int, "context limit"),
+    ("--host-kv-pages", "host_kv_pages", int, "host pages for swapped KV"),
+    ("--session-ttl", "session_ttl", float, "seconds a session's KV waits for its next turn (server only)"),
+)
+
+
+@dataclass(frozen=True)
+class TraceSlice:
+    """The requests of ``lamps-jax bench --mode real``: the trace scaled down, ``num_requests`` Poisson arrivals."""
+
+    trace: str
+    num_requests: int
+    time_scale: float = REAL_TIME_SCALE
+    max_prompt: int = REAL_MAX_PROMPT
+    max_segment: int = REAL_MAX_SEGMENT
+
+    def arrivals(self, rate: float, seed: int) -> list[WorkloadRequest]:
+        from lamps_jax.bench.comparison import _scaled, exact_poisson_arrivals  # late: imports the engine (JAX)
+
+        trace = load_trace(DEFAULT_TRACES.get(self.trace, self.trace))
+        requests = [_scaled(r, self.max_prompt, self.max_segment, self.time_scale) for r in trace]
+        return exact_poisson_arrivals(requests, rate, self.num_requests, seed)
+
+
+@dataclass(frozen=True)
+class Turn:
+    max_tokens: int  # the segment's decode length
+    api_seconds: float | None  # the call the client makes after the turn (None: the conversation ends)
+    result_token_ids: tuple[int, ...]  # what the call returns, appended before the next turn
+
+
+@dataclass(frozen=True)
+class Conversation:
+    request_id: str
+    arrival_time: float  # seconds from the start of the run
+    prompt_token_ids: tuple[int, ...]
+    turns: tuple[Turn, ...]
+
+
+def conversations(workload: Sequence[WorkloadRequest], vocab_size: int) -> list[Conversation]:
+    """The workload as ``bench.harness.run_workload`` serves it: in arrival order, the i-th arrival (from 1)
+    prompted with ``distinct_prompt``, one turn per segment."""
+    from lamps_jax.bench.harness import distinct_prompt  # late: imports the engine (JAX)
+
+    ordered = sorted(workload, key=lambda r: r.arrival_time)
+    return [
+        Conversation(
+            r.request_id,
+            r.arrival_time,
+            tuple(distinct_prompt(r.prompt_tokens, index, vocab_size)),
+            tuple(
+                Turn(s.num_tokens, None if s.api_call is None else s.api_call.duration, s.result_token_ids)
+                for s in r.segments
+            ),
+        )
+        for index, r in enumerate(ordered, start=1)
+    ]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One request as the metrics see it, over HTTP or in-process; seconds from its arrival (None: not reached)."""
+
+    finished: bool  # served to completion
+    ttft: float | None
+    e2e: float | None
+    api_seconds: float  # time spent in API calls
+    generated: int  # tokens the model sampled (API results excluded)
+
+
+# ---- the clients --------------------------------------------------------------------------------------------------
+class TurnError(RuntimeError):
+    """A turn the server refused or ended without its tokens."""
+
+
+@dataclass
+class ConversationLog:
+    """What one client saw; times are the event loop's clock."""
+
+    conversation: Conversation
+    arrival: float = math.nan
+    first_token: float | None = None
+    last_token: float | None = None
+    api_seconds: float = 0.0  # time spent in the calls
+    generated: int = 0
+    turns_sent: int = 0
+    turns_done: int = 0
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.error is None and self.turns_done == len(self.conversation.turns)
+
+    def timing(self) -> Timing:
+        def since_arrival(t: float | None) -> float | None:
+            return None if t is None else t - self.arrival
+
+        first, last = since_arrival(self.first_token), since_arrival(self.last_token)
+        return Timing(self.finished, first, last, self.api_seconds, self.generated)
+
+
+@dataclass
+class LoadResult:
+    logs: list[ConversationLog]
+    wall_seconds: float
+    cut_short: bool  # the time limit stopped clients that had not finished
+    metrics: dict[str, float] = field(default_factory=dict)  # /metrics deltas over the run
+
+
+async def _stream_turn(client, body: dict, log: ConversationLog) -> list[int]:
+    """Streams one turn; returns its token ids and stamps the log's first and last token times."""
+    loop = asyncio.get_running_loop()
+    ids: list[int] = []
+    async with client.stream("POST", "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            text = (await response.aread()).decode(errors="replace")
+            raise TurnError(f"HTTP {response.status_code}: {text[:500]}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))
+            if "error" in chunk:
+                raise TurnError(f"error event: {chunk['error'].get('message')}")
+            for choice in chunk["choices"]:
+                if "token_ids" not in choice:
+                    raise TurnError(NO_TOKEN_IDS)
+                if choice["token_ids"]:
+                    now = loop.time()
+                    log.first_token = now if log.first_token is None else log.first_token
+                    log.last_token = now
+                    ids += choice["token_ids"]
+    return ids
+
+
+async def _converse(client, model: str, session_id: str, log: ConversationLog, start: float, bar: tqdm) -> None:
+    """One conversation from its arrival: a turn, its API call, the next turn with the call's result appended.
+
+    A conversation that fails for any reason keeps the error in its log; the others go on."""
+    loop = asyncio.get_running_loop()
+    conversation = log.conversation
+    log.arrival = start + conversation.arrival_time
+    await asyncio.sleep(log.arrival - loop.time())
+    tokens = list(conversation.prompt_token_ids)
+    try:
+        for number, turn in enumerate(conversation.turns, start=1):
+            body = {
+                "model": model,
+                "prompt": tokens,
+                "max_tokens": turn.max_tokens,
+                "temperature": 0.0,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "return_token_ids": True,
+                "session_id": session_id,
+            }
+            log.turns_sent += 1
+            ids = await _stream_turn(client, body, log)
+            if len(ids) != turn.max_tokens:
+                raise TurnError(f"turn {number} returned {len(ids)} of {turn.max_tokens} tokens")
+            log.generated += len(ids)
+            log.turns_done += 1
+            if turn.api_seconds is not None:
+                called = loop.time()
+                await asyncio.sleep(turn.api_seconds)
+                log.api_seconds += loop.time() - called
+                tokens += ids + list(turn.result_token_ids)
+    except Exception as err:  # recorded per conversation and reported with the run
+        log.error = f"{type(err).__name__}: {err}"
+    bar.update(1)
+
+
+async def _load(url: str, model: str, convs: Sequence[Conversation], time_limit: float, label: str) -> LoadResult:
+    import httpx  # late: the CLI's parser imports this module
+
+    loop = asyncio.get_running_loop()
+    logs = [ConversationLog(c) for c in convs]
+    prefix = f"bench-{uuid.uuid4().hex[:8]}/"  # session ids of this run only (a --url server may hold older ones)
+    limits = httpx.Limits(max_connections=len(convs), max_keepalive_connections=len(convs))
+    timeout = httpx.Timeout(30.0, read=None)  # a turn may wait long for admission: the time limit bounds it
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout, trust_env=False) as client:
+        with tqdm(total=len(logs), desc=label, leave=False) as bar:
+            start = loop.time()
+            tasks = [
+                asyncio.create_task(_converse(client, model, prefix + log.conversation.request_id, log, start, bar))
+                for log in logs
+            ]
+            _, pending = await asyncio.wait(tasks, timeout=time_limit)
+            for task in pending:  # closing a stream aborts its request on the server
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            wall = loop.time() - start
+    return LoadResult(logs, wall, cut_short=bool(pending))
+
+
+def run_load(url: str, convs: Sequence[Conversation], time_limit: float, label: str = "HTTP") -> LoadResult:
+    """Replays ``convs`` against the server at ``url`` (from their arrival times on); stops at ``time_limit``
+    seconds. ``metrics`` holds what /metrics counted meanwhile."""
+    model = served_model(url)
+    before = scrape_metrics(url)
+    result = asyncio.run(_load(url, model, convs, time_limit, label))
+    after = scrape_metrics(url)
+    result.metrics = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    return result
+
+
+# ---- the server ---------------------------------------------------------------------------------------------------
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+
+
+def _get(url: str, timeout: float = 10.0) -> bytes:
+    with _OPENER.open(url, timeout=timeout) as response:
+        return response.read()
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """Every sample of ``url``/metrics, keyed as Prometheus writes it: ``name{label="value",...}``."""
+    samples = {}
+    for family in text_string_to_metric_families(_get(f"{url}/metrics").decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
+
+
+def served_model(url: str) -> str:
+    """The model name the server answers to (the first of /v1/models)."""
+    return json.loads(_get(f"{url}/v1/models"))["data"][0]["id"]
+
+
+def check_url(url: str) -> None:
+    """Raises ``BenchServeError`` unless ``url`` is an http:// loopback address whose /health answers."""
+    parsed = urllib.parse.urlsplit(url)
+    host = parsed.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if parsed.scheme != "http" or not loopback:
+        raise BenchServeError(f"--url must be an http:// address on this machine (loopback), got {url!r}")
+    try:
+        _get(f"{url}/health", timeout=5.0)
+    except (urllib.error.URLError, OSError) as err:
+        raise BenchServeError(f"cannot reach the server at --url {url}: {getattr(err, 'reason', err)}") from None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def serve_command(model: str, policy: str, port: int, engine: EngineSettings) -> list[str]:
+    return [
+        sys.executable,
+        *("-m", "lamps_jax.cli", "serve", "--model", model, "--policy", policy),
+        *("--host", LOOPBACK, "--port", str(port)),
+        *engine.serve_flags(),
+    ]
+
+
+def _tail(log: IO[bytes], chars: int = 3000) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-chars:].rstrip()
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        code = process.poll()
+        if code is not None:
+            raise BenchServeError(f"the server exited with code {code} before answering /health:\n{_tail(log)}")
+        try:
+            _get(f"{url}/health", timeout=2.0)
+            return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise BenchServeError(f"the server at {url} did not answer /health within {timeout:g} s:\n{_tail(log)}")
+        time.sleep(0.25)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT (the server's graceful shutdown), then a kill if it has not exited within ``STOP_TIMEOUT_S``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"the server did not stop within {STOP_TIMEOUT_S:g} s of SIGINT: killed", file=sys.stderr)
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def spawned_server(command: list[str], url: str, health_timeout: float) -> Iterator[None]:
+    """Runs ``command`` (a server that will listen at ``url``) until the block ends; raises ``BenchServeError``
+    when it exits or does not answer /health within ``health_timeout`` seconds, naming its last output."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(url, process, health_timeout, log)
+            yield
+        finally:
+            _stop(process)
+
+
+# ---- the command --------------------------------------------------------------------------------------------------
+def add_bench_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``lamps-jax bench-serve``; the engine's and the trace scaling's default to bench --mode real's."""
+    parser.add_argument("--model", default="smollm2-135m", help="preset (tiny), smollm2-135m, a .gguf or a directory")
+    parser.add_argument("--trace", default="multi", help="multi, one or a trace file")
+    parser.add_argument("--rates", default="1,2", help="request rates (req/s), one run per rate, seed and policy")
+    parser.add_argument("--policies", default="vllm,infercept,lamps", help="policies, each on a fresh server")
+    parser.add_argument("--num-requests", type=int, default=12, help="requests (conversations) per run")
+    parser.add_argument("--seeds", default="0", help="arrival seeds (several: mean ± 95%% CI over them)")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="wall-clock seconds per run before it stops")
+    parser.add_argument("--url", help="a running server on this machine to load instead (one policy: the one it runs)")
+    parser.add_argument("--health-timeout", type=float, default=600.0, help="seconds a spawned server has to start")
+    parser.add_argument("--output", type=Path, default=Path("bench_results/serve"), help="folder for the results")
+    scaling = parser.add_argument_group("trace scaling (as bench --mode real)")
+    scaling.add_argument("--time-scale", type=float, default=REAL_TIME_SCALE, help="factor on every API call's time")
+    scaling.add_argument("--max-prompt-tokens", type=int, default=REAL_MAX_PROMPT, help="prompt length cap")
+    scaling.add_argument(
+        "--max-segment-tokens", type=int, default=REAL_MAX_SEGMENT, help="cap on a turn's tokens and on a call's result"
+    )
+    engine = parser.add_argument_group("engine (the spawned servers' and the in-process engine's)")
+    defaults = EngineSettings()
+    for flag, name, kind, help_text in ENGINE_FLAGS:
+        engine.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name), help=help_text)
+
+
+def _numbers(text: str, flag: str, kind: type = float) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} needs at least one value")
+    return values
+
+
+def _checked(args: argparse.Namespace) -> tuple[list[str], list[float], list[int]]:
+    """Policies, rates and seeds; every check that needs no model and no server."""
+    check_model_source(args.model)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown policy {', '.join(unknown) or '(none)'}: choose from {', '.join(sorted(POLICIES))}")
+    if args.url is not None and len(policies) != 1:
+        raise ValueError(f"--url loads one server: give --policies the one policy it runs, got {args.policies!r}")
+    rates = _numbers(args.rates, "--rates")
+    if any(not (math.isfinite(r) and r > 0) for r in rates):
+        raise ValueError(f"request rates must be numbers > 0, got {args.rates!r}")
+    if args.num_requests < 1:
+        raise ValueError(f"--num-requests must be >= 1, got {args.num_requests}")
+    if not (args.time_limit > 0 and args.health_timeout > 0):
+        raise ValueError("--time-limit and --health-timeout must be > 0 seconds")
+    return policies, rates, _numbers(args.seeds, "--seeds", int)
+
+
+def _check_session_ttl(workloads: Iterable[Sequence[WorkloadRequest]], ttl: float) -> None:
+    longest = max(
+        (s.api_call.duration for w in workloads for r in w for s in r.segments if s.api_call is not None), default=0.0
+    )
+    if ttl <= longest:
+        raise ValueError(
+            f"--session-ttl {ttl:g} s does not outlast the workload's longest API call ({longest:.3g} s): sessions "
+            "would be released between turns"
+        )
+
+
+def _over_http(args: argparse.Namespace, policy: str, engine: EngineSettings, convs, label: str) -> LoadResult:
+    if args.url is not None:
+        return run_load(args.url, convs, args.time_limit, label)
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    print(f"starting lamps-jax serve --policy {policy} at {url}")
+    with spawned_server(serve_command(args.model, policy, port, engine), url, args.health_timeout):
+        return run_load(url, convs, args.time_limit, label)
+
+
+def _http_summary(load: LoadResult, summarize) -> dict:
+    later_turns = sum(max(0, log.turns_sent - 1) for log in load.logs)
+    reused = load.metrics.get(REUSED_TURNS, 0.0)
+    return summarize([log.timing() for log in load.logs]) | {
+        "errors": sum(log.error is not None for log in load.logs),
+        "cut_short": int(load.cut_short),
+        "wall_s": load.wall_seconds,
+        "kv_reused_turns": int(reused),
+        "later_turns": later_turns,
+        "kv_reuse": reused / later_turns if later_turns else math.nan,
+    }
+
+
+def _setting(args: argparse.Namespace, engine: EngineSettings, rates, seeds, device_pages: int) -> dict:
+    server = "a fresh lamps-jax serve per run" if args.url is None else f"{args.url} (its settings not checked)"
+    return {
+        "model": args.model,
+        "trace": args.trace,
+        "rates_per_s": ", ".join(f"{r:g}" for r in rates),
+        "requests_per_run": args.num_requests,
+        "arrival_seeds": ", ".join(map(str, seeds)),
+        "api_time_scale": args.time_scale,
+        "max_prompt_tokens": args.max_prompt_tokens,
+        "max_segment_tokens": args.max_segment_tokens,
+        **{name: getattr(engine, name) for _, name, _, _ in ENGINE_FLAGS},
+        "device_kv_pages": device_pages,
+        "time_limit_s": args.time_limit,
+        "server": server,
+        "clients": "streamed /v1/completions, greedy, ignore_eos, return_token_ids, session_id per conversation",
+    }
+
+
+def _run_line(policy: str, rate: float, seed: int, in_process: dict, http: dict, n: int) -> str:
+    def side(name: str, values: dict) -> str:
+        cut = ", cut short" if values["cut_short"] else ""
+        return (
+            f"{name} {values['finished']} of {n} finished in {values['wall_s']:.1f} s{cut} "
+            f"(mean E2E {values['e2e_mean']:.2f} s, mean TTFT {values['ttft_mean']:.2f} s)"
+        )
+
+    reuse = f"KV reused by {http['kv_reused_turns']} of {http['later_turns']} later turns"
+    return f"{policy} at {rate:g} req/s, seed {seed}: {side('in-process', in_process)}; {side('HTTP', http)}; {reuse}"
+
+
+def run_bench_serve(args: argparse.Namespace) -> None:
+    """Per rate, seed and policy: the workload in-process, then over HTTP; prints and writes the tables."""
+    policies, rates, seeds = _checked(args)
+    engine = EngineSettings(**{name: getattr(args, name) for _, name, _, _ in ENGINE_FLAGS})
+    for policy in policies:
+        engine.config(policy)  # a bad engine setting fails here, before anything loads
+    if args.url is not None:
+        check_url(args.url)
+    slice_ = TraceSlice(args.trace, args.num_requests, args.time_scale, args.max_prompt_tokens, args.max_segment_tokens)
+    workloads = {(rate, seed): slice_.arrivals(rate, seed) for rate in rates for seed in seeds}
+    _check_session_ttl(workloads.values(), engine.session_ttl)
+
+    from lamps_jax.bench.harness import run_workload  # late: these import the engine (JAX) and scipy
+    from lamps_jax.bench.serve_report import (
+        comparison_row,
+        output_timing,
+        serve_markdown,
+        summarize,
+        write_serve_results,
+    )
+    from lamps_jax.bench.wording import plural, print_written
+    from lamps_jax.engine import LLMEngine
+    from lamps_jax.model.registry import load_model
+
+    loaded = load_model(args.model, dtype=engine.dtype, seed=engine.engine_seed)
+    print(
+        f"{plural(args.num_requests, 'request')} per run at {', '.join(f'{r:g}' for r in rates)} req/s under "
+        f"{plural(len(policies), 'policy', 'policies')}, in-process and over HTTP"
+    )
+    rows, runner, device_pages = [], None, 0
+    for (rate, seed), workload in workloads.items():
+        convs = conversations(workload, loaded.config.vocab_size)
+        for policy in policies:
+            llm_engine = LLMEngine(loaded, engine.config(policy), runner=runner)  # one runner: compiled once
+            runner, device_pages = llm_engine.runner, llm_engine.page_pool.num_usable
+            result = run_workload(llm_engine, workload, max_clock=args.time_limit)
+            unfinished = len(workload) - sum(o.finish_reason in ("stop", "length") for o in result.outputs)
+            in_process = summarize([output_timing(o) for o in result.outputs]) | {
+                "cut_short": int(unfinished > 0),
+                "wall_s": result.wall_seconds,
+            }
+            load = _over_http(args, policy, engine, convs, f"{policy} over HTTP")
+            http = _http_summary(load, summarize)
+            point = {"trace": args.trace, "rate": rate, "seed": seed, "policy": policy, "requests": len(workload)}
+            rows.append(comparison_row(point, http, in_process))
+            print(_run_line(policy, rate, seed, in_process, http, len(workload)))
+            for error in dict.fromkeys(log.error for log in load.logs if log.error is not None):
+                print(f"  HTTP error: {error}", file=sys.stderr)
+    setting = _setting(args, engine, rates, seeds, device_pages)
+    print(serve_markdown(rows, setting))
+    print_written(write_serve_results(rows, setting, args.output))
