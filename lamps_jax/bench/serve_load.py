@@ -71,6 +71,7 @@ class EngineSettings:
     max_num_batched_tokens: int = 128
     max_model_len: int = 1024
     host_kv_pages: int = 256
+    enable_prefix_caching: bool = False  # off as in-process (lamps-jax serve turns it on by default)
     session_ttl: float = 5.0  # longer than any scaled API call: a session's KV waits out the call
 
     def config(self, policy: str) -> EngineConfig:
@@ -82,6 +83,7 @@ class EngineSettings:
                 max_num_seqs=self.max_num_seqs,
                 max_num_batched_tokens=self.max_num_batched_tokens,
                 num_host_pages=self.host_kv_pages,
+                enable_prefix_caching=self.enable_prefix_caching,
             ),
             max_model_len=self.max_model_len,
             seed=self.engine_seed,
@@ -89,7 +91,14 @@ class EngineSettings:
         )
 
     def serve_flags(self) -> list[str]:
-        return [text for flag, name, _, _ in ENGINE_FLAGS for text in (flag, str(getattr(self, name)))]
+        flags = []
+        for flag, name, kind, _ in ENGINE_FLAGS:
+            value = getattr(self, name)
+            if kind is bool:  # every switch is given, so that the server's own defaults play no part
+                flags.append(flag if value else f"--no-{flag.removeprefix('--')}")
+            else:
+                flags += [flag, str(value)]
+        return flags
 
 
 ENGINE_FLAGS = (  # flag, EngineSettings field, type, help: the same flags as lamps-jax serve's
@@ -101,6 +110,7 @@ ENGINE_FLAGS = (  # flag, EngineSettings field, type, help: the same flags as la
     ("--max-num-batched-tokens", "max_num_batched_tokens", int, "token budget per iteration"),
     ("--max-model-len", "max_model_len", int, "context limit"),
     ("--host-kv-pages", "host_kv_pages", int, "host pages for swapped KV"),
+    ("--enable-prefix-caching", "enable_prefix_caching", bool, "reuse the KV pages of prompts that start alike"),
     ("--session-ttl", "session_ttl", float, "seconds a session's KV waits for its next turn (server only)"),
 )
 
@@ -429,7 +439,8 @@ def add_bench_serve_arguments(parser: argparse.ArgumentParser) -> None:
     engine = parser.add_argument_group("engine (the spawned servers' and the in-process engine's)")
     defaults = EngineSettings()
     for flag, name, kind, help_text in ENGINE_FLAGS:
-        engine.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name), help=help_text)
+        typed = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        engine.add_argument(flag, dest=name, default=getattr(defaults, name), help=help_text, **typed)
 
 
 def _numbers(text: str, flag: str, kind: type = float) -> list:
