@@ -20,6 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
+from lamps_jax.api.tool_use import ToolUse
 from lamps_jax.engine import IDLE_WAIT_SECONDS, LLMEngine
 from lamps_jax.output_processor import RequestDelta
 from lamps_jax.request import SamplingParams, Segment
@@ -69,13 +70,14 @@ class AsyncLLM:
         req_id: str | None = None,
         segments: Sequence[Segment] = (),
         session_id: str | None = None,
+        tool_use: ToolUse | None = None,
     ) -> AsyncIterator[RequestDelta]:
         """Streams the request's deltas; the last one carries its ``RequestOutput`` (``delta.output``).
-        ``session_id``: a turn of that conversation (``LLMEngine.add_request``)."""
+        ``session_id``: a turn of that conversation; ``tool_use``: its own tool calling (``LLMEngine.add_request``)."""
         req_id = req_id if req_id is not None else f"async-{next(self._ids)}"
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._admit(req_id, stream)
-        self._inbox.put(lambda: self._add(req_id, prompt, sampling_params, segments, session_id))
+        self._inbox.put(lambda: self._add(req_id, prompt, sampling_params, segments, session_id, tool_use))
         finished = False
         try:
             while not finished:
@@ -142,12 +144,20 @@ class AsyncLLM:
             return
 
     def _add(
-        self, req_id: str, prompt, params: SamplingParams | None, segments: Sequence[Segment], session_id: str | None
+        self,
+        req_id: str,
+        prompt,
+        params: SamplingParams | None,
+        segments: Sequence[Segment],
+        session_id: str | None,
+        tool_use: ToolUse | None,
     ) -> None:
         with self._lock:
             self._num_queued -= 1
         try:
-            self.engine.add_request(prompt, params, req_id=req_id, segments=segments, session_id=session_id)
+            self.engine.add_request(
+                prompt, params, req_id=req_id, segments=segments, session_id=session_id, tool_use=tool_use
+            )
         except Exception as err:  # a bad request fails alone, on its own stream
             self._end_stream(req_id, err)
 

@@ -66,7 +66,10 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host-kv-pages", type=int, default=0, help="host pages for swapped KV (0 = no swapping)")
     p.add_argument(
-        "--enable-prefix-caching", action="store_true", help="reuse the KV pages of prompts that start alike"
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="reuse the KV pages of prompts that start alike (serve: on by default)",
     )
 
 
@@ -87,7 +90,7 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
 
 
 def _serve_engine_config(args: argparse.Namespace) -> EngineConfig:
-    return dataclasses.replace(_engine_config(args), session_ttl=args.session_ttl)
+    return dataclasses.replace(_engine_config(args), session_ttl=args.session_ttl, api_timeout=args.tool_timeout)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -227,6 +230,15 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=TOOL_PARSER_NAMES,
         help="format of the model's tool calls, read from chat outputs (None: chat requests with tools are refused)",
     )
+    serve.add_argument(
+        "--tools",
+        default="",
+        help="server-side tools, comma-separated: calculator, clock and module:function entries (default: none)",
+    )
+    serve.add_argument(
+        "--tool-timeout", type=float, default=60.0, help="seconds a server-side tool may run before it counts as failed"
+    )
+    serve.set_defaults(enable_prefix_caching=True)  # clients that send no session_id still reuse a shared prefix
     serve.add_argument("--max-waiting", type=int, default=1024, help="requests waiting for admission before 503s")
     serve.add_argument(
         "--session-ttl", type=float, default=60.0, help="seconds a session's KV waits for its next turn (session_id)"
@@ -336,6 +348,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--graceful-shutdown-timeout must be >= 0, got {args.graceful_shutdown_timeout}")
         if not 0 < args.port < 65536:
             raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        if not args.tool_timeout > 0:
+            raise ValueError(f"--tool-timeout must be > 0 seconds, got {args.tool_timeout}")
     if args.command == "bench" and not _floats(args.rates):
         raise ValueError("--rates needs at least one request rate")
     if args.command == "bench" and args.mode == "sim":
@@ -375,6 +389,7 @@ def _run(args: argparse.Namespace) -> None:
             port=args.port,
             served_model_name=args.served_model_name,
             tool_call_parser=args.tool_call_parser,
+            tools=[spec for spec in args.tools.split(",") if spec],
             max_waiting=args.max_waiting,
             graceful_shutdown_s=args.graceful_shutdown_timeout,
         )

@@ -7,10 +7,11 @@ space at a window start drops it on both sides. While the window ends inside a m
 (the text ends with U+FFFD) nothing is emitted; the next token completes it. The cost per token is
 independent of the output's length.
 
-The text covers everything in the output, API results included (the text as the model saw it), but
-stop strings are searched only in what the model generated since the last result, and only in the
-new tail (the new text plus the ``len(stop) - 1`` characters before it). A stream holds back the
-model's last ``len(stop) - 1`` characters until they cannot begin a stop string (``stream_end``).
+The text covers everything in the output, API results included (the text as the model saw it; where each
+result's text lies is in ``result_spans``), but stop strings are searched only in what the model
+generated since the last result, and only in the new tail (the new text plus the ``len(stop) - 1``
+characters before it). A stream holds back the model's last ``len(stop) - 1`` characters until they
+cannot begin a stop string (``stream_end``).
 """
 
 from __future__ import annotations
@@ -33,14 +34,20 @@ class OutputText:
         self._prefix_offset = 0
         self._read_offset = 0
         self._result_end = 0  # output tokens up to the end of the last API result
+        self._seen = 0  # output tokens at the last update: the model's, when a result follows them
+        self.result_spans: list[tuple[int, int]] = []  # [start, end) of each API result's text in ``text``
 
     def update(self, token_ids: list[int], result_end: int) -> str:
         """Catches up with the output ``token_ids``, whose API results end at ``result_end``; returns the
         new text, up to a stop string the model wrote (then ``stop_at`` is set; the earliest stop wins)."""
         new = ""
-        if result_end > self._result_end:  # an API result came: its text, then the model's starts
-            new = self._advance(token_ids[:result_end], flush=True)
+        if result_end > self._result_end:  # an API result came after the model's tokens: its text, then the model's
+            new = self._advance(token_ids[: self._seen], flush=True)
+            start = len(self.text)
+            new += self._advance(token_ids[:result_end], flush=True)
+            self.result_spans.append((start, len(self.text)))
             self._result_end, self.generated_start = result_end, len(self.text)
+        self._seen = len(token_ids)
         before = len(self.text)
         generated = self._advance(token_ids, flush=False)
         if self.stops and generated:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from tqdm.auto import tqdm
 
 from lamps_jax.api.executor import ApiExecutor, ApiResult
+from lamps_jax.api.tool_use import ToolUse, tool_use_trigger
 from lamps_jax.api.triggers import ToolCallTrigger, Trigger, scripted_trigger
 from lamps_jax.clock import Clock, WallClock
 from lamps_jax.config import EngineConfig
@@ -65,7 +66,7 @@ class LLMEngine:
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
-        self.triggers: list[Trigger] = [scripted_trigger]
+        self.triggers: list[Trigger] = [scripted_trigger, tool_use_trigger]
         if self.config.tool_call_tags:
             self.triggers.append(ToolCallTrigger(*self.config.tool_call_tags))
         self._seeds = random.Random(self.config.seed)
@@ -87,12 +88,14 @@ class LLMEngine:
         segments: Sequence[Segment] = (),
         arrival_time: float | None = None,
         session_id: str | None = None,
+        tool_use: ToolUse | None = None,
     ) -> str:
         """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``).
 
         A ``session_id`` makes it a turn of a conversation: when it ends, its KV stays parked for
         ``EngineConfig.session_ttl`` seconds, and the session's next request reuses as much of it as its
-        prompt matches (all of it when the prompt extends ``session_tokens(session_id)``)."""
+        prompt matches (all of it when the prompt extends ``session_tokens(session_id)``). A ``tool_use`` makes
+        the request call tools itself (``api/tool_use.py``): the tools must be registered (``register_tool``)."""
         params = sampling_params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         token_ids = self._tokenize(prompt)
@@ -113,6 +116,7 @@ class LLMEngine:
             prompt=text,
             segments=tuple(segments),
             session_id=session_id,
+            tool_use=tool_use,
         )
         self.scheduler.add_request(request)
         self.outputs.add(request)
@@ -158,14 +162,15 @@ class LLMEngine:
         if request is None:
             raise InvalidRequestError(f"request {req_id!r} is not paused")
         tokens = self._tokenize(result) if isinstance(result, str) else [int(t) for t in result]
-        self._record_call(request, "ok", None)
+        self._record_call(request, "ok", None, result if isinstance(result, str) else None)
         self._resume(request, tokens)
 
-    def _record_call(self, request: Request, status: str, error: str | None) -> None:
+    def _record_call(self, request: Request, status: str, error: str | None, result: str | None) -> None:
         """Keeps the outcome of the request's call in flight for its output (``RequestOutput.api_calls``)."""
         duration = self.clock.now() - request.events[-1][1]  # since the pause: the status is unchanged meanwhile
-        call = ApiCallRecord(request.api_call.name, status, error, duration, request.strategy.value)
-        request.api_call_records.append(call)
+        call = request.api_call
+        record = ApiCallRecord(call.name, status, error, duration, request.strategy.value, call.arguments, result)
+        request.api_call_records.append(record)
 
     # ---- the loop ---------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
@@ -216,15 +221,21 @@ class LLMEngine:
         request = self.scheduler.paused.get(result.req_id)
         if request is None:  # aborted meanwhile
             return
-        self._record_call(request, result.status, result.error)
         text = result.text if result.error is None else f"error: {result.error}"
+        self._record_call(request, result.status, result.error, text)
         if result.error is not None and self.config.api_error_policy == "abort":
             request.error = result.error
         elif text is not None and self.tokenizer is None:
             request.error = f"API call {result.call.name!r} answered text, but this model has no tokenizer"
         else:
-            self._resume(request, list(result.token_ids) if text is None else self._tokenize(text))
-            return
+            try:
+                if text is not None and request.tool_use is not None:
+                    text = request.tool_use.result_text(result.call, text)
+            except Exception as err:  # the request's formatting failed: it alone ends, with the reason
+                request.error = f"the result of {result.call.name!r} could not be written back: {err}"
+            else:
+                self._resume(request, list(result.token_ids) if text is None else self._tokenize(text))
+                return
         self._finish_in_step(request.req_id, RequestStatus.FINISHED_ERROR)
 
     def _resume(self, request: Request, tokens: list[int]) -> None:

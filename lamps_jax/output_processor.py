@@ -2,8 +2,8 @@
 
 The scheduler appends token ids; this turns them into text incrementally (``OutputText``), finds the
 stop strings the model wrote, and after each step gives every request that advanced a
-``RequestDelta``: its new token ids and text since the last delta, and its ``RequestOutput`` once it
-finished. Concatenated, a request's deltas give its final text.
+``RequestDelta``: its new token ids and text since the last delta (where API results lie in that text), and its
+``RequestOutput`` once it finished. Concatenated, a request's deltas give its final text.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ class RequestDelta:
     token_ids: list[int]  # output tokens since the last delta: sampled ones and appended API results
     text: str  # their text (ending before a stop string)
     output: RequestOutput | None = None  # the whole output, once the request finished
+    result_spans: tuple[tuple[int, int], ...] = ()  # [start, end) of API results' text within ``text``
 
     @property
     def finished(self) -> bool:
@@ -72,13 +73,19 @@ class OutputProcessor:
                 text.finish(request.output_token_ids)
             output = self.output(request)
         end = len(text.final_text) if output is not None else text.stream_end()
-        new_text = text.text[self._text_sent[req_id] : end]
+        sent = self._text_sent[req_id]
+        new_text = text.text[sent:end]
         token_ids = request.output_token_ids[self._tokens_sent[req_id] :]
+        spans = tuple(
+            (max(start, sent) - sent, min(stop, end) - sent)
+            for start, stop in text.result_spans
+            if sent < stop and start < end
+        )
         self._text_sent[req_id] += len(new_text)
         self._tokens_sent[req_id] += len(token_ids)
         if output is not None:
             del self._texts[req_id], self._tokens_sent[req_id], self._text_sent[req_id]
-        return RequestDelta(req_id, token_ids, new_text, output)
+        return RequestDelta(req_id, token_ids, new_text, output, spans)
 
     def output(self, request: Request) -> RequestOutput:
         end = request.events[-1][1] if request.is_finished else None
@@ -99,4 +106,5 @@ class OutputProcessor:
             num_generated_tokens=request.num_generated_tokens,
             timeline=tuple((status.value, t) for status, t in request.events),
             api_calls=tuple(request.api_call_records),
+            result_spans=tuple(self._texts[request.req_id].result_spans),
         )

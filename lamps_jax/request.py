@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lamps_jax.api.tool_use import ToolUse
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Request:
     priority: float = 0.0  # the policy's waiting-queue key, smaller first (LAMPS score, SJF length)
     planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
     session_id: str | None = None  # a turn of this session: its KV is parked when it ends, for the next turn
+    tool_use: ToolUse | None = None  # the request's own tool calling (a server's tools): detection and results
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))
@@ -195,6 +200,8 @@ class ApiCallRecord:
     error: str | None  # why, when status is not ok
     duration: float  # seconds from the pause to the result
     strategy: str  # what the request's KV did meanwhile: preserve, discard or swap
+    arguments: dict | str = ""  # what the call passed (a detected tool call's arguments)
+    result: str | None = None  # the answer as text, before any formatting (None: it answered token ids)
 
 
 @dataclass(frozen=True)
@@ -214,3 +221,4 @@ class RequestOutput:
     num_generated_tokens: int = 0  # token_ids minus API results
     timeline: tuple[tuple[str, float], ...] = ()  # (status, clock time) of every transition
     api_calls: tuple[ApiCallRecord, ...] = ()  # every call that returned, in order
+    result_spans: tuple[tuple[int, int], ...] = ()  # [start, end) of each API result's text within ``text``

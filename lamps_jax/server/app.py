@@ -23,17 +23,30 @@ from lamps_jax.server.completions import create_completion
 from lamps_jax.server.errors import install_error_handlers
 from lamps_jax.server.metrics import ServerMetrics
 from lamps_jax.server.protocol import ChatCompletionRequest, CompletionRequest
+from lamps_jax.server.server_tools import ServerTool
 from lamps_jax.server.serving import ServingContext, now
 from lamps_jax.server.tool_parsers import get_tool_parser
 
 
-def build_app(llm: AsyncLLM, model_name: str, tool_call_parser: str | None = None) -> FastAPI:
-    """The app serving ``llm`` as ``model_name``; ``tool_call_parser``: hermes, llama3_json or None (no tools)."""
+def build_app(
+    llm: AsyncLLM,
+    model_name: str,
+    tool_call_parser: str | None = None,
+    server_tools: dict[str, ServerTool] | None = None,
+) -> FastAPI:
+    """The app serving ``llm`` as ``model_name``; ``tool_call_parser``: hermes, llama3_json or None (no tools);
+    ``server_tools``: tools the server runs itself when the model calls them (``server_tools.load_tools``)."""
+    server_tools = server_tools or {}
+    if server_tools and tool_call_parser is None:
+        raise ValueError("server-side tools need a tool-call parser (--tool-call-parser)")
+    for name, tool in server_tools.items():
+        llm.engine.register_tool(name, tool)
     ctx = ServingContext(
         llm,
         model_name,
         ServerMetrics(llm),
         get_tool_parser(tool_call_parser) if tool_call_parser is not None else None,
+        server_tools,
     )
     created = now()
 

@@ -14,6 +14,8 @@ from jinja2 import TemplateError
 from lamps_jax.server.errors import bad_request
 from lamps_jax.server.protocol import ChatMessage, TextPart, ToolCallParam
 
+TEMPLATE_ERRORS = (TemplateError, TypeError, ValueError)  # what a template that cannot render raises
+
 
 def _text(content: str | list[TextPart] | None) -> str | None:
     if isinstance(content, list):
@@ -48,16 +50,26 @@ def _template_message(message: ChatMessage, index: int) -> dict:
     return fields
 
 
-def render_chat(tokenizer, messages: list[ChatMessage], tools: list[dict] | None) -> str:
-    """The prompt text of ``messages`` with the assistant's turn opened; ``tools`` as the template takes them."""
+def template_conversation(tokenizer, messages: list[ChatMessage]) -> list[dict]:
+    """``messages`` as the model's chat template takes them; refuses a model without a template."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise bad_request(
             "this model's tokenizer has no chat template: use /v1/completions", "no_chat_template", "messages"
         )
-    conversation = [_template_message(message, index) for index, message in enumerate(messages)]
+    return [_template_message(message, index) for index, message in enumerate(messages)]
+
+
+def apply_template(tokenizer, conversation: list[dict], tools: list[dict] | None, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        conversation, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+    )
+
+
+def render_chat(tokenizer, conversation: list[dict], tools: list[dict] | None) -> str:
+    """The prompt text of ``conversation`` with the assistant's turn opened; ``tools`` as the template takes them."""
     try:
-        return tokenizer.apply_chat_template(conversation, tools=tools, add_generation_prompt=True, tokenize=False)
-    except (TemplateError, TypeError, ValueError) as err:
+        return apply_template(tokenizer, conversation, tools, add_generation_prompt=True)
+    except TEMPLATE_ERRORS as err:
         raise bad_request(
             f"the model's chat template cannot render these messages: {err}", "chat_template_error", "messages"
         ) from err

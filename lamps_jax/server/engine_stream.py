@@ -9,12 +9,14 @@ disconnects, and ``until_disconnected`` cancels a non-streaming handler whose cl
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
 from fastapi import Request
 
+from lamps_jax.api.tool_use import ToolUse
 from lamps_jax.async_llm import AsyncLLM
 from lamps_jax.output_processor import RequestDelta
 from lamps_jax.request import RequestOutput, SamplingParams
@@ -54,9 +56,10 @@ class EngineStream:
         req_id: str,
         session_id: str | None,
         metrics: ServerMetrics,
+        tool_use: ToolUse | None = None,
     ) -> EngineStream:
         """Submits the request; raises ``ApiError`` when the engine does not take it."""
-        deltas = llm.generate(list(prompt_token_ids), params, req_id=req_id, session_id=session_id)
+        deltas = llm.generate(list(prompt_token_ids), params, req_id=req_id, session_id=session_id, tool_use=tool_use)
         try:
             first = await anext(deltas)
         except Exception as err:
@@ -67,9 +70,14 @@ class EngineStream:
     async def deltas(self) -> AsyncIterator[RequestDelta]:
         """The request's deltas, the last one with its output; raises ``ApiError`` if it ends without finishing
         (aborted, failed). Closing this iterator before its end aborts the request."""
-        delta = self._first
+        delta, last_tokens_at = self._first, None
         try:
             while True:
+                if delta.token_ids:
+                    now = time.monotonic()
+                    if last_tokens_at is not None and not delta.result_spans:  # an API call is no token's latency
+                        self._metrics.observe_tokens(now - last_tokens_at, len(delta.token_ids))
+                    last_tokens_at = now
                 if delta.finished:
                     self._ended = True
                     self._metrics.observe(delta.output)

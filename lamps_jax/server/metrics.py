@@ -27,6 +27,7 @@ from lamps_jax.request import RequestOutput
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ITL_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -115,6 +116,12 @@ class ServerMetrics:
             buckets=TTFT_BUCKETS,
             registry=self.registry,
         )
+        self.inter_token_latency = Histogram(
+            "lamps_jax_inter_token_latency_seconds",
+            "Seconds between a request's consecutive output deltas, per token (API calls in between left out)",
+            buckets=ITL_BUCKETS,
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "lamps_jax_e2e_request_latency_seconds",
             "Seconds from arrival to the end of the request",
@@ -171,6 +178,11 @@ class ServerMetrics:
             self.time_to_first_token.observe(output.time_to_first_token)
         if output.latency is not None:
             self.latency.observe(output.latency)
+
+    def observe_tokens(self, seconds: float, num_tokens: int) -> None:
+        """``num_tokens`` output tokens came ``seconds`` after the request's previous ones."""
+        for _ in range(num_tokens):
+            self.inter_token_latency.observe(seconds / num_tokens)
 
     def count_abandoned(self) -> None:
         """A request aborted because its client went away (its output is nobody's)."""

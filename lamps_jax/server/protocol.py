@@ -3,7 +3,8 @@
 Only what the engine does is declared; any other field is rejected (``extra="forbid"``) rather than silently
 ignored, so a client asking for logprobs or penalties hears that it gets none. Fields beyond OpenAI's, as
 vLLM has them: ``top_k``, ``ignore_eos`` and, on completions, ``return_token_ids``; and ``session_id``
-(``extra_body={"session_id": ...}`` in the official client), which makes the request a turn of that conversation so that the next turn reuses its KV.
+(``extra_body={"session_id": ...}`` in the official client), which makes the request a turn of that conversation
+so that the next turn reuses its KV; on chat, ``server_tools`` (which of the server's own tools the model may call).
 Chat messages keep unknown fields: chat templates may read them.
 """
 
@@ -120,7 +121,8 @@ class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice = "auto"
+    server_tools: list[str] | None = None  # which of the server's own tools to offer (None: all of them)
 
     @property
     def requested_max_tokens(self) -> tuple[str, int | None]:

@@ -1,19 +1,22 @@
-"""What every endpoint shares: the engine, the served model's name, the metrics, the tool-call parser, and the
-checks a request passes before it reaches the engine (model name, n, context length), each a 4xx of its own."""
+"""What every endpoint shares: the engine, the served model's name, the metrics, the tool-call parser, the server's
+own tools, and the checks a request passes before it reaches the engine (model name, n, context length), each a 4xx
+of its own."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lamps_jax.api.tool_use import ToolUse
 from lamps_jax.async_llm import AsyncLLM
 from lamps_jax.request import RequestOutput
 from lamps_jax.server.engine_stream import EngineStream
 from lamps_jax.server.errors import ApiError, bad_request
 from lamps_jax.server.metrics import ServerMetrics
 from lamps_jax.server.protocol import GenerationRequest
+from lamps_jax.server.server_tools import ServerTool
 from lamps_jax.server.tool_parsers import ToolCallParser
 
 
@@ -40,6 +43,7 @@ class ServingContext:
     model_name: str
     metrics: ServerMetrics
     tool_parser: ToolCallParser | None = None
+    server_tools: dict[str, ServerTool] = field(default_factory=dict)
 
     @property
     def tokenizer(self):
@@ -90,17 +94,29 @@ class ServingContext:
         return max_tokens
 
     async def open(
-        self, req_id: str, prompt_token_ids: Sequence[int], request: GenerationRequest, max_tokens: int
+        self,
+        req_id: str,
+        prompt_token_ids: Sequence[int],
+        request: GenerationRequest,
+        max_tokens: int,
+        tool_use: ToolUse | None = None,
     ) -> EngineStream:
         try:
             params = request.sampling_params(max_tokens)
         except ValueError as err:
             raise bad_request(str(err), "invalid_value") from err
-        return await EngineStream.open(self.llm, prompt_token_ids, params, req_id, request.session_id, self.metrics)
+        return await EngineStream.open(
+            self.llm, prompt_token_ids, params, req_id, request.session_id, self.metrics, tool_use
+        )
 
     async def generate(
-        self, req_id: str, prompt_token_ids: Sequence[int], request: GenerationRequest, max_tokens: int
+        self,
+        req_id: str,
+        prompt_token_ids: Sequence[int],
+        request: GenerationRequest,
+        max_tokens: int,
+        tool_use: ToolUse | None = None,
     ) -> RequestOutput:
         """The whole output (a cancelled call aborts the request)."""
-        stream = await self.open(req_id, prompt_token_ids, request, max_tokens)
+        stream = await self.open(req_id, prompt_token_ids, request, max_tokens, tool_use)
         return await stream.output()

@@ -371,9 +371,18 @@ class ToolCallStream:
 class ToolCallParser:
     """One tool-call format: ``parse`` a whole output, or ``stream`` one as it is generated."""
 
-    def __init__(self, name: str, new_splitter: Callable[[], _Splitter]) -> None:
+    def __init__(self, name: str, new_splitter: Callable[[], _Splitter], opening: str, arguments_key: str) -> None:
         self.name = name
         self._new_splitter = new_splitter
+        self._opening = opening  # what a call starts with, before its JSON
+        self._arguments_key = arguments_key
+
+    def forced_opening(self, name: str | None) -> str:
+        """The start of a call, up to its name (``name`` None) or up to its arguments: text an output can be made
+        to begin with so that it is a call (``tool_choice`` required, or a named function)."""
+        if name is None:
+            return self._opening + '{"name": "'
+        return self._opening + json.dumps({"name": name, self._arguments_key: None})[: -len("null}")]
 
     def stream(self, known_tools: Collection[str] | None = None) -> ToolCallStream:
         return ToolCallStream(self._new_splitter(), known_tools)
@@ -387,7 +396,10 @@ class ToolCallParser:
 
 _PARSERS = {
     parser.name: parser
-    for parser in (ToolCallParser("hermes", _HermesSplitter), ToolCallParser("llama3_json", _Llama3JsonSplitter))
+    for parser in (
+        ToolCallParser("hermes", _HermesSplitter, "<tool_call>\n", "arguments"),
+        ToolCallParser("llama3_json", _Llama3JsonSplitter, "", "parameters"),
+    )
 }
 TOOL_PARSER_NAMES = tuple(_PARSERS)
 

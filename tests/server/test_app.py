@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import httpx
 import openai
@@ -30,15 +29,17 @@ from lamps_jax.config import EngineConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.request import ApiCall, Segment
 from lamps_jax.server.app import build_app
-from lamps_jax.server.chat import tool_parser_for
 from lamps_jax.server.errors import ApiError
 from lamps_jax.server.launch import serve
 from lamps_jax.server.protocol import ChatCompletionRequest
+from lamps_jax.server.server_tools import BUILTIN_TOOLS, ServerTool
+from lamps_jax.server.tool_choice import plan_tools
+from lamps_jax.server.tool_parsers import get_tool_parser
 from tests.conftest import small_engine_config
 from tests.run_deps_only import make_run_site, run
 
 MODEL = "tiny"
-MAX_MODEL_LEN = 256
+MAX_MODEL_LEN = 512
 GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
 TOOLS = [
     {
@@ -65,13 +66,13 @@ class ScriptedAsyncLLM(AsyncLLM):
 
     script: str | tuple[Segment, ...] | None = None
 
-    def generate(self, prompt, sampling_params=None, req_id=None, segments=(), session_id=None):
+    def generate(self, prompt, sampling_params=None, req_id=None, segments=(), session_id=None, tool_use=None):
         if isinstance(self.script, str):
             tokens = tuple(self.engine.tokenizer.encode(self.script, add_special_tokens=False))
             segments = (Segment(len(tokens), token_ids=tokens),)
         elif self.script is not None:
             segments = self.script
-        return super().generate(prompt, sampling_params, req_id, segments, session_id)
+        return super().generate(prompt, sampling_params, req_id, segments, session_id, tool_use)
 
 
 @dataclasses.dataclass
@@ -135,11 +136,33 @@ def running(app) -> Iterator[str]:
     assert not thread.is_alive()
 
 
+API_TIMEOUT = 5.0  # seconds before a tool call (or a simulated API call) counts as timed out
+
+
+def failing_tool(reason: str) -> str:
+    """Always fails."""
+    raise RuntimeError(reason)
+
+
+def hanging_tool() -> str:
+    """Never answers in time."""
+    time.sleep(10 * API_TIMEOUT)
+    return "too late"
+
+
+SERVER_TOOLS = BUILTIN_TOOLS | {fn.__name__: ServerTool.from_function(fn) for fn in (failing_tool, hanging_tool)}
+
+
 @pytest.fixture(scope="module")
 def served(tiny_model) -> Iterator[Served]:
     config = small_engine_config(max_num_seqs=8, token_budget=16, max_model_len=MAX_MODEL_LEN, query_block=16)
+    config = dataclasses.replace(
+        config,
+        api_timeout=API_TIMEOUT,
+        scheduler=dataclasses.replace(config.scheduler, enable_prefix_caching=True),
+    )
     llm = ScriptedAsyncLLM(LLMEngine(tiny_model, config), max_waiting=64)
-    with running(build_app(llm, MODEL, tool_call_parser="hermes")) as url:
+    with running(build_app(llm, MODEL, tool_call_parser="hermes", server_tools=SERVER_TOOLS)) as url:
         yield Served(url, llm)
     pool = llm.engine.page_pool
     assert pool.num_free == pool.num_usable  # the lifespan shut the engine down: parked sessions released
@@ -236,6 +259,18 @@ def test_without_a_session_id_nothing_is_parked(served: Served, client: openai.O
     assert served.metric("lamps_jax_sessions_parked") == parked
 
 
+def chat_body(**fields) -> dict:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "x"}]} | fields
+
+
+def tool_with_parameters(parameters: dict) -> dict:
+    return {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+
+def weather_call(call_id: str) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
 BAD_REQUESTS = {  # name: (path, body, status, code, param)
     "invalid JSON": ("/v1/completions", b'{"model": "tiny", "prompt": ', 400, "json_invalid", None),
     "missing prompt": ("/v1/completions", {"model": MODEL}, 400, "missing", "prompt"),
@@ -276,24 +311,61 @@ BAD_REQUESTS = {  # name: (path, body, status, code, param)
         "extra_forbidden",
         "logprobs",
     ),
-    "tool_choice required": (
+    "a tool schema that is not JSON Schema": (
         "/v1/chat/completions",
-        {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tools": TOOLS, "tool_choice": "required"},
+        chat_body(tools=[tool_with_parameters({"type": 5})]),
         400,
-        "unsupported_value",
+        "invalid_tool_schema",
+        "tools.0.function.parameters",
+    ),
+    "a tool schema of a non-object": (
+        "/v1/chat/completions",
+        chat_body(tools=[tool_with_parameters({"type": "array"})]),
+        400,
+        "invalid_tool_schema",
+        "tools.0.function.parameters",
+    ),
+    "two tools of one name": (
+        "/v1/chat/completions",
+        chat_body(tools=TOOLS * 2),
+        400,
+        "duplicate_tool",
+        "tools.1.function.name",
+    ),
+    "a client tool named as a server tool": (
+        "/v1/chat/completions",
+        chat_body(tools=[{"type": "function", "function": {"name": "calculator"}}]),
+        400,
+        "duplicate_tool",
+        "tools.0.function.name",
+    ),
+    "tool_choice naming an unknown function": (
+        "/v1/chat/completions",
+        chat_body(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}}),
+        400,
+        "unknown_tool",
         "tool_choice",
     ),
-    "a named tool_choice": (
+    "server_tools naming an unknown tool": (
+        "/v1/chat/completions",
+        chat_body(server_tools=["calculator", "search"]),
+        400,
+        "unknown_tool",
+        "server_tools",
+    ),
+    "a tool message for an unknown call id": (
         "/v1/chat/completions",
         {
             "model": MODEL,
-            "messages": [{"role": "user", "content": "x"}],
-            "tools": TOOLS,
-            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"role": "assistant", "content": "", "tool_calls": [weather_call("call_1")]},
+                {"role": "tool", "tool_call_id": "call_2", "content": "18 C"},
+            ],
         },
         400,
-        "unsupported_value",
-        "tool_choice",
+        "unknown_tool_call_id",
+        "messages.2.tool_call_id",
     ),
     "no such route": ("/v1/embeddings", {"model": MODEL, "input": "x"}, 404, "not_found", None),
 }
@@ -349,11 +421,15 @@ def test_a_tool_call_comes_back_as_tool_calls_whole_and_streamed(served: Served,
 
 def test_tools_need_a_tool_call_parser_unless_tool_choice_is_none() -> None:
     request = ChatCompletionRequest(model=MODEL, messages=[{"role": "user", "content": "x"}], tools=TOOLS)
-    without_parser = SimpleNamespace(tool_parser=None)  # a server started without --tool-call-parser
     with pytest.raises(ApiError) as raised:
-        tool_parser_for(without_parser, request)
+        plan_tools(request, None, {})  # a server started without --tool-call-parser
     assert (raised.value.status, raised.value.code, raised.value.param) == (400, "tool_parser_not_configured", "tools")
-    assert tool_parser_for(without_parser, request.model_copy(update={"tool_choice": "none"})) is None
+    assert plan_tools(request.model_copy(update={"tool_choice": "none"}), None, {}).parser is None
+    hermes = get_tool_parser("hermes")
+    assert plan_tools(request, hermes, SERVER_TOOLS).forced_opening == ""
+    required = plan_tools(request.model_copy(update={"tool_choice": "required"}), hermes, {})
+    assert required.forced_opening == '<tool_call>\n{"name": "'
+    assert required.template_tools == TOOLS
 
 
 def test_a_client_side_tool_round_trip_resumes_the_session_and_prefills_only_the_appended_tokens(
@@ -433,11 +509,30 @@ def test_metrics_expose_the_engine_state_and_latencies(served: Served) -> None:
         "lamps_jax_prefix_cache_pages_total",
         "lamps_jax_time_to_first_token_seconds_count",
         "lamps_jax_e2e_request_latency_seconds_count",
+        "lamps_jax_inter_token_latency_seconds_count",
+        'lamps_jax_kv_strategy_events_total{event="preserve"}',
         'lamps_jax_computed_tokens_total{position="prompt"}',
         'lamps_jax_computed_tokens_total{position="output"}',
     ):
         assert sample in text, sample
     assert served.metric("lamps_jax_e2e_request_latency_seconds_count") > 0
+    assert served.metric("lamps_jax_inter_token_latency_seconds_count") > 0
+
+
+def serve_tiny(host: str, port: int, tools: list[str], tool_call_parser: str | None = None) -> None:
+    serve(
+        "tiny",
+        EngineConfig(),
+        dtype="float32",
+        seed=0,
+        host=host,
+        port=port,
+        served_model_name=None,
+        tool_call_parser=tool_call_parser,
+        tools=tools,
+        max_waiting=1,
+        graceful_shutdown_s=0,
+    )
 
 
 def test_serve_refuses_an_address_in_use_before_loading_the_model() -> None:
@@ -445,18 +540,23 @@ def test_serve_refuses_an_address_in_use_before_loading_the_model() -> None:
         sock.listen()
         host, port = sock.getsockname()
         with pytest.raises(ValueError, match=f"cannot listen on {host}:{port}"):
-            serve(
-                "tiny",
-                EngineConfig(),
-                dtype="float32",
-                seed=0,
-                host=host,
-                port=port,
-                served_model_name=None,
-                tool_call_parser=None,
-                max_waiting=1,
-                graceful_shutdown_s=0,
-            )
+            serve_tiny(host, port, tools=[])
+
+
+@pytest.mark.parametrize(
+    ("tools", "parser", "message"),
+    [
+        (["calculator", "no_such_module:f"], "hermes", "tool 'no_such_module:f' cannot be loaded"),
+        (["json:dumps", "json:dumps"], "hermes", "two server tools are named 'dumps'"),
+        (["search"], "hermes", "give a built-in (calculator, clock) or module:function"),
+        (["clock"], None, "need --tool-call-parser"),
+    ],
+)
+def test_serve_refuses_bad_tools_before_loading_the_model(tools: list[str], parser: str | None, message: str) -> None:
+    with free_socket() as sock:
+        host, port = sock.getsockname()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        serve_tiny(host, port, tools, parser)
 
 
 def test_the_server_imports_with_only_the_run_dependencies(tmp_path) -> None:
@@ -475,3 +575,117 @@ def test_smollm2_answers_a_chat_through_its_own_template(smollm2_model) -> None:
     prompt = smollm2_model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert answer.usage.prompt_tokens == len(smollm2_model.tokenizer.encode(prompt, add_special_tokens=False))
     assert "Paris" in answer.choices[0].message.content
+
+
+CALC_SCRIPT = (
+    'Let me compute.<tool_call>{"name": "calculator", "arguments": {"expression": "6 * 7"}}</tool_call>It is 42.'
+)
+
+
+def test_a_server_side_tool_runs_inside_the_request_and_the_model_reads_its_answer(
+    served: Served, client: openai.OpenAI
+) -> None:
+    served.llm.script = CALC_SCRIPT
+    messages = [{"role": "user", "content": "What is 6 * 7?"}]
+    whole = client.chat.completions.create(model=MODEL, messages=messages)
+    choice = whole.choices[0]
+    assert (choice.message.content, choice.finish_reason, choice.message.tool_calls) == (
+        "Let me compute.It is 42.",
+        "stop",
+        None,
+    )
+    (call,) = choice.message.model_extra["server_tool_calls"]
+    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "6 * 7"}'}
+    assert (call["status"], call["output"], call["error"], call["kv_strategy"]) == ("ok", "42", None, "preserve")
+    # the answer went into the context as the chat template writes a tool message, and the model went on after it
+    tool_turn = "\n<|tool|>42\n<|assistant|>"
+    written = len(CALC_SCRIPT)
+    assert (whole.usage.completion_tokens, whole.usage.prompt_tokens) == (
+        written,
+        len("<|user|>What is 6 * 7?\n<|assistant|>") + len(tool_turn),
+    )
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Let me compute.It is 42."
+    assert not any(c.choices[0].delta.tool_calls for c in chunks)
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == "stop" and last.delta.model_extra["server_tool_calls"][0]["output"] == "42"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "status", "error"),
+    [
+        ("failing_tool", {"reason": "no network"}, "error", "tool 'failing_tool' raised RuntimeError: no network"),
+        ("hanging_tool", {}, "timeout", f"tool 'hanging_tool' timed out after {API_TIMEOUT} s"),
+        ("calculator", {"expression": "1 +"}, "error", "not an arithmetic expression"),
+        ("calculator", {"expr": "1"}, "error", "invalid arguments: expression: Missing required argument"),
+    ],
+)
+def test_a_tool_that_fails_or_hangs_is_an_answer_the_model_reads_not_a_server_error(
+    served: Served, client: openai.OpenAI, tool: str, arguments: dict, status: str, error: str
+) -> None:
+    call = json.dumps({"name": tool, "arguments": arguments})
+    served.llm.script = f"<tool_call>{call}</tool_call>Sorry."
+    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}])
+    choice = answer.choices[0]
+    assert (choice.message.content, choice.finish_reason) == ("Sorry.", "stop")
+    (record,) = choice.message.model_extra["server_tool_calls"]
+    assert record["status"] == status and error in record["error"] and record["output"] == f"error: {record['error']}"
+
+
+def test_server_tools_can_be_left_out_and_a_client_call_still_comes_back(served: Served, client: openai.OpenAI) -> None:
+    served.llm.script = CALC_SCRIPT
+    messages = [{"role": "user", "content": "What is 6 * 7?"}]
+    answer = client.chat.completions.create(model=MODEL, messages=messages, extra_body={"server_tools": []})
+    assert answer.choices[0].message.content == CALC_SCRIPT  # no tools at all: plain text
+    served.llm.script = (
+        'Checking.<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>'
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+    )
+    both = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS).choices[0]
+    assert both.finish_reason == "tool_calls" and both.message.content == "Checking."
+    assert [c.function.name for c in both.message.tool_calls] == ["get_weather"]
+    assert [c["output"] for c in both.message.model_extra["server_tool_calls"]] == ["2"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_named_or_required_tool_choice_makes_the_output_a_call(
+    served: Served, client: openai.OpenAI, stream: bool
+) -> None:
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+
+    def ask(tool_choice) -> tuple[str, dict, str]:
+        answer = client.chat.completions.create(
+            model=MODEL, messages=messages, tools=TOOLS, tool_choice=tool_choice, stream=stream
+        )
+        if not stream:
+            (call,) = answer.choices[0].message.tool_calls
+            return call.function.name, json.loads(call.function.arguments), answer.choices[0].finish_reason
+        chunks = list(answer)
+        calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
+        arguments = json.loads("".join(tc.function.arguments or "" for tc in calls))
+        return calls[0].function.name, arguments, chunks[-1].choices[0].finish_reason
+
+    served.llm.script = '{"city": "Paris"}}</tool_call>'  # the model continues the forced opening
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert ask(named) == ("get_weather", {"city": "Paris"}, "tool_calls")
+    served.llm.script = 'get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+    assert ask("required") == ("get_weather", {"city": "Paris"}, "tool_calls")
+    served.llm.script = 'get_time", "arguments": {}}</tool_call>'  # a tool nobody offered: refused, not passed on
+    with pytest.raises(openai.APIError) as raised:  # streamed: an error event after the headers
+        ask("required")
+    assert raised.value.code == "invalid_tool_call" and "'get_time' is not a known tool" in raised.value.message
+
+
+def test_a_client_without_a_session_id_reuses_the_kv_of_a_shared_prefix(served: Served, client: openai.OpenAI) -> None:
+    served.wait_until_idle()
+    history = [{"role": "user", "content": "Tell me about the sea. " * 4}]
+    first = client.chat.completions.create(model=MODEL, messages=history, max_tokens=8, **GREEDY)
+    reused = served.metric("lamps_jax_reused_prompt_tokens_total")
+    history += [
+        {"role": "assistant", "content": first.choices[0].message.content},
+        {"role": "user", "content": "More."},
+    ]
+    client.chat.completions.create(model=MODEL, messages=history, max_tokens=2, **GREEDY)
+    page = served.engine.config.cache.page_size
+    # the first turn's prompt was cached page by page: the second finds at least its whole pages
+    assert served.metric("lamps_jax_reused_prompt_tokens_total") - reused >= first.usage.prompt_tokens // page * page
