@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,22 +29,10 @@ EXAMPLES = """examples:
   lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
   lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
 """
-COMPILING_COMMANDS = ("generate", "demo", "serve", "bench", "bench-engine", "bench-swap", "calibrate")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the examples' line breaks."""
-
-
-def _enable_compilation_cache() -> None:
-    """Persist XLA executables between runs (LAMPS_JAX_CACHE_DIR, default ~/.cache/lamps_jax/xla).
-
-    Every command that compiles turns it on; a warm cache turns each compile into a file read."""
-    import jax
-
-    cache_dir = os.environ.get("LAMPS_JAX_CACHE_DIR", str(Path.home() / ".cache" / "lamps_jax" / "xla"))
-    jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -454,8 +441,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         _check_args(args)
-        if args.command in COMPILING_COMMANDS:
-            _enable_compilation_cache()
         _run(args)
     except (ValueError, FileNotFoundError) as err:  # bad input (InvalidRequestError, ModelLoadError included)
         print(f"lamps-jax: error: {err}", file=sys.stderr)

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from lamps_jax.compilation_cache import enable_compilation_cache
 from lamps_jax.config import EngineConfig, ModelConfig
 from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
@@ -86,6 +87,8 @@ class JaxRunner:
         max_model_len: int,
         device: jax.Device | None = None,
     ) -> None:
+        if engine_cfg.compilation_cache:
+            enable_compilation_cache()
         self.model_cfg = model_cfg
         self.device = device or jax.devices()[0]
         page_size = engine_cfg.cache.page_size
