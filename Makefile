@@ -60,7 +60,12 @@ sweeps: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.test-deps
+# llama-cpp-python compiles llama.cpp on install (minutes on 2 cores); only the engine benchmark needs it.
+$(VENV)/.peer-deps: pyproject.toml $(VENV)/.test-deps
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test,peers]'
+	touch $@
+
+bench: $(VENV)/.peer-deps
 	$(BIN)/lamps-jax bench-engine
 
 lint: $(VENV)/.test-deps

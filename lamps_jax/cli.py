@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   lamps-jax bench --trace multi --rates 6 --policies lamps --length-noise 0,0.2,0.4 --seeds 0,1,2   # a sweep
   lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
   lamps-jax report bench_results/comparison.json   # tables and sweep plot again from a run's rows
-  lamps-jax bench-engine --model tiny # decode tokens/s vs Hugging Face generate, side by side
+  lamps-jax bench-engine              # tokens/s beside Hugging Face and llama.cpp, with rooflines
   lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
   lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
   lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
@@ -237,10 +237,16 @@ def _build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight responses get to end on SIGINT/SIGTERM before they are cancelled",
     )
 
-    bench = command("bench-engine", "decode throughput vs Hugging Face generate, side by side")
-    bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: both)")
-    bench.add_argument("--batch-sizes", default="1,8,32", help="concurrent prompts per run")
-    bench.add_argument("--max-tokens", type=int, default=64, help="tokens generated per prompt")
+    bench = command("bench-engine", "generation throughput beside Hugging Face and llama.cpp, with rooflines")
+    bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: smollm2-135m)")
+    bench.add_argument("--batch-sizes", default="1,8,32", help="prompts per wave (the prompts run in waves)")
+    bench.add_argument("--num-prompts", type=int, default=32, help="chat prompts per run, the same for every engine")
+    bench.add_argument("--max-tokens", type=int, default=128, help="tokens generated per prompt")
+    bench.add_argument(
+        "--peers",
+        default="hf,llama_cpp",
+        help="peers, each in its own process at its defaults: hf (needs torch), llama_cpp (needs llama-cpp-python)",
+    )
     bench.add_argument("--repeats", type=int, default=1, help="runs per point (the median is kept)")
     bench.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
@@ -308,7 +314,7 @@ def _models(args: argparse.Namespace) -> list[str]:
     if args.command in ("generate", "demo", "serve", "bench-swap", "calibrate"):
         return [args.model]
     if args.command == "bench-engine":
-        return args.model or ["tiny", "smollm2-135m"]
+        return args.model or ["smollm2-135m"]
     if args.command == "bench" and args.mode == "real":
         return [args.model]
     return []
@@ -407,6 +413,8 @@ def _run(args: argparse.Namespace) -> None:
             max_tokens=args.max_tokens,
             repeats=args.repeats,
             output_dir=args.output,
+            num_prompts=args.num_prompts,
+            peers=tuple(peer for peer in args.peers.split(",") if peer),
         )
 
 

@@ -1,68 +1,71 @@
-"""Decode throughput of the engine vs Hugging Face ``generate``, side by side on the same weights.
+"""Generation throughput of the engine beside its peers (Hugging Face transformers, llama.cpp), same workload.
 
-For each model, one ``LLMEngine`` (compiled once, reused for every batch size) and a transformers
-``LlamaForCausalLM`` loaded from the engine's own parameters generate greedily for the first ``b``
-chat-templated prompts, exactly ``max_tokens`` tokens per request. Throughput is generated tokens
-per second with prefill included; each cell is the median over ``repeats`` runs. Results go to
-the console and to ``decode_throughput.{json,csv,md,png}`` in the output directory.
+The workload: ``num_prompts`` chat-templated questions (the same token ids for every engine), ``max_tokens``
+generated per prompt with end-of-text ignored, greedy. At batch size b the prompts run in waves of b, one wave
+after another; throughput is generated tokens over the wall time of all waves, prefill included; each cell is the
+median of ``repeats`` runs after an untimed warm-up. The engine runs in this process; each peer runs in a process
+of its own at its library's defaults (``peer_engines``). Beside every cell: the roofline of that engine's weights
+on this machine (``roofline``, measured in the same run) and the fraction reached. Start-up: model load and
+compilation for the engine, model load for the peers. Results go to the console and to
+``decode_throughput.{json,csv,md,png}``.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from lamps_jax.bench.peer_engines import PeerWorkload
 from lamps_jax.bench.prompts import QUESTIONS
+from lamps_jax.bench.roofline import Machine, measure_machine, roofline_seconds
 from lamps_jax.bench.wording import plural, print_written
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import LoadedModel, load_model
+from lamps_jax.model.sources import SMOLLM2, smollm2_gguf_path
 from lamps_jax.model.weights import save_hf_directory
 from lamps_jax.request import SamplingParams
 
 MAX_MODEL_LEN = 512
 PAGE_SIZE = 16
+PEERS = ("hf", "llama_cpp")
+PEER_TIMEOUT_S = 3 * 3600
+ENGINE = "lamps_jax"
 
 
 @dataclass(frozen=True)
-class DecodeResult:
-    """One (model, batch size) cell: median generated tokens per second of each side."""
+class ThroughputCell:
+    """One engine at one batch size."""
 
     model: str
+    engine: str
+    weights: str  # what its weights are stored as
     batch: int
-    prompt_tokens: int  # summed over the batch
-    generated_tokens: int  # summed over the batch
-    engine_tok_s: float
-    hf_tok_s: float
+    tok_s: float  # median over the repeats
+    roofline_tok_s: float
+    startup_s: float
 
     @property
-    def ratio(self) -> float:
-        return self.engine_tok_s / self.hf_tok_s
+    def fraction_of_roofline(self) -> float:
+        return self.tok_s / self.roofline_tok_s
 
     def row(self) -> dict[str, Any]:
-        return asdict(self) | {"ratio": self.ratio}
-
-
-def _require_torch() -> None:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as err:
-        raise RuntimeError("the HF comparison needs torch: pip install -e '.[test]'") from err
+        return asdict(self) | {"fraction_of_roofline": self.fraction_of_roofline}
 
 
 def prompt_token_ids(tokenizer: Any, count: int) -> list[list[int]]:
@@ -74,6 +77,10 @@ def prompt_token_ids(tokenizer: Any, count: int) -> list[list[int]]:
         )
         prompts.append(list(tokenizer.encode(text, add_special_tokens=False)))
     return prompts
+
+
+def waves_of(num_prompts: int, batch: int) -> list[list[int]]:
+    return [list(range(start, min(start + batch, num_prompts))) for start in range(0, num_prompts, batch)]
 
 
 def _build_engine(model: LoadedModel, max_batch: int, max_seq_tokens: int) -> LLMEngine:
@@ -88,210 +95,281 @@ def _build_engine(model: LoadedModel, max_batch: int, max_seq_tokens: int) -> LL
     return LLMEngine(model, config)
 
 
-def _engine_generate(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> int:
-    """Serves every prompt concurrently; returns the number of generated tokens."""
+def _engine_run_seconds(engine: LLMEngine, prompts: list[list[int]], waves: list[list[int]], max_tokens: int) -> float:
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
-    for ids in prompts:
-        engine.add_request(ids, params)
-    outputs = []
-    while engine.has_unfinished_requests():
-        outputs += engine.step()
-    return sum(len(out.token_ids) for out in outputs)
+    start = time.perf_counter()
+    for wave in waves:
+        for index in wave:
+            engine.add_request(prompts[index], params)
+        generated = 0
+        while engine.has_unfinished_requests():
+            generated += sum(len(out.token_ids) for out in engine.step())
+        if generated != len(wave) * max_tokens:
+            raise RuntimeError(f"the engine generated {plural(generated, 'token')}, expected {len(wave) * max_tokens}")
+    return time.perf_counter() - start
 
 
-def _load_hf_model(model: LoadedModel) -> Any:
-    """transformers' model class for the config, holding exactly the engine's weights (f32, eager)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with tempfile.TemporaryDirectory() as tmp:
-        save_hf_directory(model.params, model.config, Path(tmp))
-        hf_model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, attn_implementation="eager")
-    return hf_model.eval()
-
-
-def _hf_generate(hf_model: Any, prompts: list[list[int]], max_tokens: int, pad_id: int) -> int:
-    """One left-padded batch through ``generate``; returns the number of generated tokens."""
-    import torch
-
-    width = max(len(ids) for ids in prompts)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in prompts])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
-    with torch.inference_mode():
-        out = hf_model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            do_sample=False,
-            max_new_tokens=max_tokens,
-            min_new_tokens=max_tokens,
-            pad_token_id=pad_id,
-        )
-    return (out.shape[1] - width) * len(prompts)
+def _run_peer(peer: str, workload: PeerWorkload, folder: Path) -> dict:
+    """Runs a peer in its own process; returns its result, or ``{"error": ...}``."""
+    path = folder / f"{peer}-workload.json"
+    path.write_text(json.dumps(asdict(workload)))
+    command = [sys.executable, "-m", "lamps_jax.bench.peer_engines", peer, str(path)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"ran past {PEER_TIMEOUT_S} s"}
+    if done.returncode != 0:
+        last = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"error": last[0]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _median_tok_s(generate: Callable[[], int], repeats: int, expected_tokens: int, label: str) -> float:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        num_tokens = generate()
-        elapsed = time.perf_counter() - start
-        if num_tokens != expected_tokens:
-            raise RuntimeError(f"{label} generated {plural(num_tokens, 'token')}, expected {expected_tokens}")
-        rates.append(num_tokens / elapsed)
-    return statistics.median(rates)
+@dataclass(frozen=True)
+class _ModelSetup:
+    name: str
+    prompts: list[list[int]]
+    parameters: int
+    weight_bytes: int
+    hf_dir: Path
+    gguf: Path | None  # llama.cpp's model file, when the model comes as one
+
+
+def _peer_workloads(setup: _ModelSetup, runs: list[list[list[int]]], max_tokens: int, pad_id: int) -> dict:
+    workloads = {"hf": PeerWorkload(str(setup.hf_dir), setup.prompts, runs, max_tokens, pad_id)}
+    if setup.gguf is not None:
+        workloads["llama_cpp"] = PeerWorkload(str(setup.gguf), setup.prompts, runs, max_tokens, pad_id)
+    return workloads
 
 
 def _bench_model(
-    name: str, batch_sizes: list[int], max_tokens: int, repeats: int, console: Console, progress: Progress
-) -> list[DecodeResult]:
+    name: str,
+    batch_sizes: list[int],
+    num_prompts: int,
+    max_tokens: int,
+    repeats: int,
+    peers: tuple[str, ...],
+    machine: Machine,
+    folder: Path,
+    console: Console,
+    progress: Progress,
+) -> tuple[list[ThroughputCell], dict[str, str]]:
     start = time.perf_counter()
     model = load_model(name)
-    prompts = prompt_token_ids(model.tokenizer, max(batch_sizes))
-    max_seq_tokens = max(len(ids) for ids in prompts) + max_tokens
+    prompts = prompt_token_ids(model.tokenizer, num_prompts)
+    max_seq_tokens = max(map(len, prompts)) + max_tokens
     if max_seq_tokens > MAX_MODEL_LEN:
         raise ValueError(f"the longest prompt plus max_tokens is {max_seq_tokens} tokens; the limit is {MAX_MODEL_LEN}")
-    loaded_at = time.perf_counter()
     engine = _build_engine(model, max(batch_sizes), max_seq_tokens)
-    compiled_at = time.perf_counter()
-    hf_model = _load_hf_model(model)
-    console.print(
-        f"[dim]{name}: loaded in {loaded_at - start:.1f} s, engine compiled in {compiled_at - loaded_at:.1f} s, "
-        f"HF model built in {time.perf_counter() - compiled_at:.1f} s[/dim]"
+    startup = time.perf_counter() - start
+    leaves = jax.tree.leaves(model.params)
+    setup = _ModelSetup(
+        name,
+        prompts,
+        parameters=sum(leaf.size for leaf in leaves),
+        weight_bytes=sum(leaf.nbytes for leaf in leaves),
+        hf_dir=folder / f"{name}-hf",
+        gguf=smollm2_gguf_path() if name == SMOLLM2 else None,
     )
-    pad_id = (model.config.eos_token_ids or (0,))[0]
-    _engine_generate(engine, prompts[:1], max_tokens)  # untimed warm-up of both sides
-    _hf_generate(hf_model, prompts[:1], max_tokens, pad_id)
-    results = []
-    task = progress.add_task(name, total=len(batch_sizes))
-    for batch in batch_sizes:
-        batch_prompts = prompts[:batch]
-        expected = batch * max_tokens
-        progress.update(task, description=f"{name} batch {batch}: engine")
-        run_engine = functools.partial(_engine_generate, engine, batch_prompts, max_tokens)
-        engine_rate = _median_tok_s(run_engine, repeats, expected, "the engine")
-        progress.update(task, description=f"{name} batch {batch}: HF")
-        run_hf = functools.partial(_hf_generate, hf_model, batch_prompts, max_tokens, pad_id)
-        hf_rate = _median_tok_s(run_hf, repeats, expected, "HF generate")
-        prompt_tokens = sum(len(ids) for ids in batch_prompts)
-        results.append(DecodeResult(name, batch, prompt_tokens, expected, engine_rate, hf_rate))
+    save_hf_directory(model.params, model.config, setup.hf_dir)
+    console.print(f"[dim]{name}: engine ready in {startup:.1f} s (model load and compilation)[/dim]")
+    task = progress.add_task(name, total=len(batch_sizes) * repeats + len(peers))
+    _engine_run_seconds(engine, prompts, [[0]], max_tokens)  # untimed warm-up
+    runs = [waves_of(num_prompts, batch) for batch in batch_sizes for _ in range(repeats)]
+    seconds = []
+    for waves in runs:
+        progress.update(task, description=f"{name}: {ENGINE} waves of {len(waves[0])}")
+        seconds.append(_engine_run_seconds(engine, prompts, waves, max_tokens))
         progress.advance(task)
-    return results
+    results = {ENGINE: {"run_seconds": seconds, "startup_s": startup, "weights": str(model.config.dtype)}}
+    skipped: dict[str, str] = {}
+    pad_id = (model.config.eos_token_ids or (0,))[0]
+    workloads = _peer_workloads(setup, [[[0]], *runs], max_tokens, pad_id)  # the first run warms up
+    for peer in peers:
+        progress.update(task, description=f"{name}: {peer}")
+        if peer not in workloads:
+            skipped[peer] = f"{name} has no GGUF file for llama.cpp"
+        elif "error" in (result := _run_peer(peer, workloads[peer], folder)):
+            skipped[peer] = result["error"]
+        else:
+            weights = "Q4_1 GGUF" if peer == "llama_cpp" else "float32"
+            results[peer] = result | {"run_seconds": result["run_seconds"][1:], "weights": weights}
+        progress.advance(task)
+    return _cells(setup, results, batch_sizes, repeats, max_tokens, machine), skipped
+
+
+def _cells(
+    setup: _ModelSetup, results: dict, batch_sizes: list[int], repeats: int, max_tokens: int, machine: Machine
+) -> list[ThroughputCell]:
+    cells = []
+    for engine, result in results.items():
+        weight_bytes = setup.gguf.stat().st_size if engine == "llama_cpp" else setup.weight_bytes
+        for position, batch in enumerate(batch_sizes):
+            waves = waves_of(len(setup.prompts), batch)
+            run_seconds = result["run_seconds"][position * repeats : (position + 1) * repeats]
+            tokens = len(setup.prompts) * max_tokens
+            lengths = [[len(setup.prompts[i]) for i in wave] for wave in waves]
+            roofline = tokens / roofline_seconds(machine, weight_bytes, setup.parameters, lengths, max_tokens)
+            tok_s = statistics.median(tokens / s for s in run_seconds)
+            cells.append(
+                ThroughputCell(setup.name, engine, result["weights"], batch, tok_s, roofline, result["startup_s"])
+            )
+    return cells
 
 
 def _load_before_start(console: Console) -> float:
     """The 1-minute load average, with a warning when the machine is busy: the timings need an idle one."""
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores / 2:
+    if load > 0.5:
         console.print(
             f"[yellow]warning: the 1-minute load average is {load:.1f} on {plural(cores, 'core')}: other processes "
-            "compete for the CPU and distort the timings (HF generate's thread pool most of all)[/yellow]"
+            "compete for the CPU and distort the timings[/yellow]"
         )
     return load
 
 
-def _environment() -> dict[str, Any]:
-    import jax
-    import torch
-    import transformers
-
-    return {
-        "jax": jax.__version__,
-        "jax_device": str(jax.devices()[0]),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-    }
-
-
-def _table(results: list[DecodeResult], max_tokens: int) -> Table:
-    table = Table(title=f"Decode tokens/s, greedy, {plural(max_tokens, 'token')} per request, prefill included")
-    for column in ("model", "batch", "engine tok/s", "HF tok/s", "ratio (engine/HF)"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for r in results:
-        table.add_row(r.model, str(r.batch), f"{r.engine_tok_s:.1f}", f"{r.hf_tok_s:.1f}", f"{r.ratio:.2f}x")
+def _table(cells: list[ThroughputCell], caption: str) -> Table:
+    table = Table(title=caption)
+    for column in ("model", "engine", "weights", "batch", "tok/s", "roofline tok/s", "of roofline", "start-up s"):
+        table.add_column(column, justify="left" if column in ("model", "engine", "weights") else "right")
+    for c in cells:
+        table.add_row(
+            c.model,
+            c.engine,
+            c.weights,
+            str(c.batch),
+            f"{c.tok_s:.1f}",
+            f"{c.roofline_tok_s:.0f}",
+            f"{c.fraction_of_roofline:.0%}",
+            f"{c.startup_s:.1f}",
+        )
     return table
 
 
-def _write_markdown(results: list[DecodeResult], max_tokens: int, repeats: int, path: Path) -> None:
-    lines = [
-        f"Decode throughput, greedy, {plural(max_tokens, 'token')} per request, prefill included, "
-        f"median of {plural(repeats, 'run')}.",
-        "",
-        "| model | batch | engine tok/s | HF tok/s | ratio (engine/HF) |",
-        "|---|---:|---:|---:|---:|",
+def _ratios(cells: list[ThroughputCell]) -> list[str]:
+    """Per model and batch: the engine's tokens/s over the best peer's."""
+    lines = []
+    for model in dict.fromkeys(c.model for c in cells):
+        for batch in dict.fromkeys(c.batch for c in cells if c.model == model):
+            here = [c for c in cells if (c.model, c.batch) == (model, batch)]
+            ours = next((c for c in here if c.engine == ENGINE), None)
+            peers = [c for c in here if c.engine != ENGINE]
+            if ours and peers:
+                best = max(peers, key=lambda c: c.tok_s)
+                lines.append(f"{model}, batch {batch}: {ours.tok_s / best.tok_s:.2f}x the best peer ({best.engine})")
+    return lines
+
+
+def _write_markdown(cells: list[ThroughputCell], caption: str, notes: list[str], path: Path) -> None:
+    lines = [caption, "", "| model | engine | weights | batch | tok/s | roofline tok/s | of roofline | start-up s |"]
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|")
+    lines += [
+        f"| {c.model} | {c.engine} | {c.weights} | {c.batch} | {c.tok_s:.1f} | {c.roofline_tok_s:.0f} | "
+        f"{c.fraction_of_roofline:.0%} | {c.startup_s:.1f} |"
+        for c in cells
     ]
-    lines += [f"| {r.model} | {r.batch} | {r.engine_tok_s:.1f} | {r.hf_tok_s:.1f} | {r.ratio:.2f}x |" for r in results]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join([*lines, "", *(f"- {note}" for note in notes)]) + "\n")
 
 
-def _write_csv(results: list[DecodeResult], path: Path) -> None:
-    rows = [r.row() for r in results]
+def _write_csv(cells: list[ThroughputCell], path: Path) -> None:
+    rows = [c.row() for c in cells]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
 
-def _write_chart(results: list[DecodeResult], max_tokens: int, path: Path) -> None:
-    """Grouped bars (engine, HF) per batch size, one panel per model."""
+def _write_chart(cells: list[ThroughputCell], caption: str, path: Path) -> None:
+    """Bars per engine at each batch size, one panel per model, roofline fractions on the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r.model for r in results))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
-    width = 0.38
+    models = list(dict.fromkeys(c.model for c in cells))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
-        cells = [r for r in results if r.model == model]
-        xs = range(len(cells))
-        engine_bars = ax.bar(
-            [x - width / 2 for x in xs], [r.engine_tok_s for r in cells], width, label="lamps_jax engine"
-        )
-        ax.bar([x + width / 2 for x in xs], [r.hf_tok_s for r in cells], width, label="HF generate")
-        ax.bar_label(engine_bars, labels=[f"{r.ratio:.1f}x" for r in cells], padding=2, fontsize=8)
-        ax.set_xticks(list(xs), [str(r.batch) for r in cells])
-        ax.set_xlabel("batch size")
+        mine = [c for c in cells if c.model == model]
+        engines = list(dict.fromkeys(c.engine for c in mine))
+        batches = list(dict.fromkeys(c.batch for c in mine))
+        width = 0.8 / len(engines)
+        for offset, engine in enumerate(engines):
+            bars = [next((c for c in mine if (c.engine, c.batch) == (engine, b)), None) for b in batches]
+            xs = [i + (offset - (len(engines) - 1) / 2) * width for i in range(len(batches))]
+            drawn = ax.bar(xs, [c.tok_s if c else 0 for c in bars], width, label=engine)
+            labels = [f"{c.fraction_of_roofline:.0%}" if c else "" for c in bars]
+            ax.bar_label(drawn, labels=labels, padding=2, fontsize=7)
+        ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+        ax.set_xlabel("batch size (waves of prompts)")
         ax.set_ylabel("generated tokens / s")
         ax.set_title(model)
         ax.margins(y=0.12)
         ax.legend()
-    fig.suptitle(f"Greedy decode, {plural(max_tokens, 'token')} per request (bar labels: engine/HF)", fontsize=10)
+    fig.suptitle(caption + " (bar labels: fraction of roofline)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def run_decode_benchmark(
-    models: list[str], batch_sizes: list[int], max_tokens: int, repeats: int, output_dir: Path
-) -> list[DecodeResult]:
-    """Benchmarks every model at every batch size, prints the table and writes the result files."""
-    if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > len(QUESTIONS):
-        raise ValueError(f"batch sizes must be between 1 and {len(QUESTIONS)}, got {batch_sizes}")
+    models: list[str],
+    batch_sizes: list[int],
+    max_tokens: int,
+    repeats: int,
+    output_dir: Path,
+    num_prompts: int = len(QUESTIONS),
+    peers: tuple[str, ...] = PEERS,
+) -> list[ThroughputCell]:
+    """Benchmarks every model at every batch size beside the peers, prints the table and writes the result files."""
+    if not 1 <= num_prompts <= len(QUESTIONS):
+        raise ValueError(f"num_prompts must be between 1 and {len(QUESTIONS)}, got {num_prompts}")
+    if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > num_prompts:
+        raise ValueError(f"batch sizes must be between 1 and {num_prompts}, got {batch_sizes}")
     if max_tokens < 1 or repeats < 1:
         raise ValueError(f"max_tokens and repeats must be >= 1, got {max_tokens} and {repeats}")
-    _require_torch()
+    unknown = [peer for peer in peers if peer not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
     console = Console()
     load_before = _load_before_start(console)
-    results = []
-    with Progress(console=console, transient=True) as progress:
+    machine = measure_machine()
+    cells, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp, Progress(console=console, transient=True) as progress:
         for name in models:
-            results += _bench_model(name, batch_sizes, max_tokens, repeats, console, progress)
-    console.print(_table(results, max_tokens))
+            found, skipped = _bench_model(
+                name, batch_sizes, num_prompts, max_tokens, repeats, peers, machine, Path(tmp), console, progress
+            )
+            cells += found
+            notes += [f"{name}: {peer} not run: {why}" for peer, why in skipped.items()]
+    caption = (
+        f"Generated tokens/s: {plural(num_prompts, 'chat prompt')}, {plural(max_tokens, 'token')} each, greedy, "
+        f"end-of-text ignored, in waves of the batch size, prefill included, median of {plural(repeats, 'run')}; "
+        f"roofline: {machine.bandwidth / 1e9:.1f} GB/s read, {machine.flops / 1e9:.0f} GFLOP/s f32 (measured now)"
+    )
+    notes = _ratios(cells) + notes
+    console.print(_table(cells, caption))
+    for note in notes:
+        console.print(note)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = {
-        "max_tokens": max_tokens,
-        "repeats": repeats,
-        "environment": _environment() | {"load_average_before": load_before},
-        "results": [r.row() for r in results],
+        "setting": {"num_prompts": num_prompts, "max_tokens": max_tokens, "repeats": repeats, "peers": list(peers)},
+        "machine": asdict(machine) | _environment() | {"load_average_before": load_before},
+        "notes": notes,
+        "results": [c.row() for c in cells],
     }
     paths = [output_dir / f"decode_throughput.{ext}" for ext in ("json", "csv", "md", "png")]
     paths[0].write_text(json.dumps(summary, indent=2) + "\n")
-    _write_csv(results, paths[1])
-    _write_markdown(results, max_tokens, repeats, paths[2])
-    _write_chart(results, max_tokens, paths[3])
+    _write_csv(cells, paths[1])
+    _write_markdown(cells, caption, notes, paths[2])
+    _write_chart(cells, caption, paths[3])
     print_written(paths)
-    return results
+    return cells
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "jax": jax.__version__,
+        "jax_device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+    }

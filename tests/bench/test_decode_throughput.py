@@ -1,0 +1,42 @@
+"""bench-engine: waves, the roofline arithmetic, and one small run of the engine beside Hugging Face in its own
+process (slow: it loads torch)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lamps_jax.bench.decode_throughput import run_decode_benchmark, waves_of
+from lamps_jax.bench.roofline import Machine, roofline_seconds
+
+
+def test_prompts_run_in_waves_of_the_batch_size() -> None:
+    assert waves_of(5, 2) == [[0, 1], [2, 3], [4]]
+    assert waves_of(4, 4) == [[0, 1, 2, 3]]
+
+
+def test_the_roofline_is_bandwidth_bound_at_batch_one_and_compute_bound_past_the_ridge() -> None:
+    machine = Machine(bandwidth=10e9, flops=100e9)  # ridge: 10 FLOP per byte
+    weights, parameters = 400_000_000, 100_000_000  # f32: 4 bytes per parameter
+    one = roofline_seconds(machine, weights, parameters, [[40]], max_tokens=3)
+    assert one == pytest.approx(0.08 + 2 * 0.04)  # prefill of 40 tokens is compute bound, decodes read the weights
+    wide = roofline_seconds(machine, weights, parameters, [[10] * 64], max_tokens=2)
+    assert wide == pytest.approx(2 * 1e8 * 640 / 100e9 + 2 * 1e8 * 64 / 100e9)
+
+
+def test_bad_settings_are_refused_before_anything_loads(tmp_path) -> None:
+    with pytest.raises(ValueError, match="batch sizes must be between 1 and 4"):
+        run_decode_benchmark(["tiny"], [8], 4, 1, tmp_path, num_prompts=4)
+    with pytest.raises(ValueError, match="unknown peer 'vllm'"):
+        run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, peers=("vllm",))
+
+
+@pytest.mark.slow
+def test_a_small_run_measures_the_engine_and_hugging_face_side_by_side(tmp_path) -> None:
+    cells = run_decode_benchmark(["tiny"], [1, 2], 4, 1, tmp_path, num_prompts=2, peers=("hf", "llama_cpp"))
+    assert {(c.engine, c.batch) for c in cells} == {("lamps_jax", 1), ("lamps_jax", 2), ("hf", 1), ("hf", 2)}
+    assert all(c.tok_s > 0 and c.roofline_tok_s > 0 for c in cells)
+    summary = json.loads((tmp_path / "decode_throughput.json").read_text())
+    assert "tiny: llama_cpp not run: tiny has no GGUF file for llama.cpp" in summary["notes"]
+    assert (tmp_path / "decode_throughput.md").read_text().startswith("Generated tokens/s: 2 chat prompts")
