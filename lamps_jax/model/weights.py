@@ -2,8 +2,9 @@
 
 Everything funnels through ``params_from_hf_tensors``: a lookup from HF names
 (``model.layers.3.self_attn.q_proj.weight``, PyTorch [out, in] layout) to float arrays, arranged
-into the params pytree of ``lamps_jax.model.llama``. The GGUF loader maps its names onto the same
-lookup, and ``save_hf_directory`` writes the inverse (used to hand the same weights to other engines).
+into the params pytree of ``lamps_jax.model.llama``: q/k/v and gate/up are concatenated there into
+one matrix each (``fuse_layer``). The GGUF loader maps its names onto the same lookup, and
+``save_hf_directory`` writes the inverse (used to hand the same weights to other engines).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ import numpy as np
 
 from lamps_jax.config import ModelConfig
 from lamps_jax.model.llama import Params
+from lamps_jax.model.quantize import dequantize
 from lamps_jax.model.sources import ModelLoadError
 
 # our per-layer name -> (HF suffix under model.layers.{i}., transpose to [in, out])
@@ -65,12 +68,43 @@ def _expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+# fused name -> the separate projections concatenated along the output axis, in order
+_FUSED = {
+    "wqkv": ("wq", "wk", "wv"),
+    "bqkv": ("bq", "bk", "bv"),
+    "w_gate_up": ("w_gate", "w_up"),
+}
+
+
+def fuse_layer(layer: dict[str, Any]) -> dict[str, Any]:
+    """Separate q/k/v (and bias) and gate/up projections -> one matrix each, concatenated on the output axis."""
+    fused = {name: value for name, value in layer.items() if not any(name in parts for parts in _FUSED.values())}
+    for name, parts in _FUSED.items():
+        if parts[0] in layer:
+            fused[name] = np.concatenate([np.asarray(layer[part]) for part in parts], axis=-1)
+    return fused
+
+
+def split_layer(layer: dict[str, Any], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The inverse of ``fuse_layer`` (float32 numpy; int8 weights are dequantized)."""
+    q, kv, f = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    cuts = {"wqkv": [q, q + kv], "bqkv": [q, q + kv], "w_gate_up": [f]}
+    out = {}
+    for name, value in layer.items():
+        arr = np.asarray(dequantize(value), np.float32)
+        if name in _FUSED:
+            out.update(zip(_FUSED[name], np.split(arr, cuts[name], axis=-1)))
+        else:
+            out[name] = arr
+    return out
+
+
 def params_from_hf_tensors(get: Callable[[str], np.ndarray], cfg: ModelConfig) -> Params:
     """Builds the params pytree from HF-named tensors, checking every shape."""
     dtype = jnp.dtype(cfg.dtype)
     shapes = _expected_shapes(cfg)
 
-    def fetch(name: str, shape: tuple[int, ...], transpose: bool) -> jax.Array:
+    def fetch(name: str, shape: tuple[int, ...], transpose: bool) -> np.ndarray:
         try:
             arr = np.asarray(get(name), dtype=np.float32)
         except KeyError:
@@ -79,33 +113,36 @@ def params_from_hf_tensors(get: Callable[[str], np.ndarray], cfg: ModelConfig) -
             arr = arr.T
         if arr.shape != shape:
             raise ModelLoadError(f"weight {name!r} has shape {arr.shape}, expected {shape}")
-        return jnp.asarray(arr, dtype)
+        return arr
+
+    def layer(i: int) -> dict[str, jax.Array]:
+        separate = {
+            ours: fetch(f"model.layers.{i}.{hf}", shapes[ours], t) for ours, (hf, t) in _layer_names(cfg).items()
+        }
+        return {name: jnp.asarray(arr, dtype) for name, arr in fuse_layer(separate).items()}
 
     params: Params = {
-        "embed": fetch("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), False),
-        "final_norm": fetch("model.norm.weight", (cfg.hidden_size,), False),
-        "layers": [
-            {ours: fetch(f"model.layers.{i}.{hf}", shapes[ours], t) for ours, (hf, t) in _layer_names(cfg).items()}
-            for i in range(cfg.num_layers)
-        ],
+        "embed": jnp.asarray(fetch("model.embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size), False), dtype),
+        "final_norm": jnp.asarray(fetch("model.norm.weight", (cfg.hidden_size,), False), dtype),
+        "layers": [layer(i) for i in range(cfg.num_layers)],
     }
     if not cfg.tie_word_embeddings:
-        params["lm_head"] = fetch("lm_head.weight", (cfg.hidden_size, cfg.vocab_size), True)
+        params["lm_head"] = jnp.asarray(fetch("lm_head.weight", (cfg.hidden_size, cfg.vocab_size), True), dtype)
     return params
 
 
 def hf_tensors_from_params(params: Params, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    """The inverse of ``params_from_hf_tensors`` (float32 numpy, PyTorch layout)."""
+    """The inverse of ``params_from_hf_tensors`` (float32 numpy, PyTorch layout; int8 weights dequantized)."""
     out = {
-        "model.embed_tokens.weight": np.asarray(params["embed"], np.float32),
+        "model.embed_tokens.weight": np.asarray(dequantize(params["embed"]), np.float32),
         "model.norm.weight": np.asarray(params["final_norm"], np.float32),
     }
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["lm_head"], np.float32).T)
+        out["lm_head.weight"] = np.ascontiguousarray(np.asarray(dequantize(params["lm_head"]), np.float32).T)
     for i, layer in enumerate(params["layers"]):
+        separate = split_layer(layer, cfg)
         for ours, (hf, transpose) in _layer_names(cfg).items():
-            arr = np.asarray(layer[ours], np.float32)
-            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(arr.T if transpose else arr)
+            out[f"model.layers.{i}.{hf}"] = np.ascontiguousarray(separate[ours].T if transpose else separate[ours])
     return out
 
 
@@ -115,19 +152,23 @@ def init_params(cfg: ModelConfig, seed: int = 0) -> Params:
     rng = np.random.default_rng(seed)
     dtype = jnp.dtype(cfg.dtype)
 
-    def normal(shape: tuple[int, ...]) -> jax.Array:
-        return jnp.asarray(0.02 * rng.standard_normal(shape, np.float32), dtype)
+    def normal(shape: tuple[int, ...]) -> np.ndarray:
+        return 0.02 * rng.standard_normal(shape, np.float32)
 
-    def init(name: str) -> jax.Array:
-        return jnp.ones(shapes[name], dtype) if name.endswith("norm") else normal(shapes[name])
+    def init(name: str) -> np.ndarray:
+        return np.ones(shapes[name], np.float32) if name.endswith("norm") else normal(shapes[name])
+
+    def layer() -> dict[str, jax.Array]:
+        separate = {name: init(name) for name in _layer_names(cfg)}
+        return {name: jnp.asarray(arr, dtype) for name, arr in fuse_layer(separate).items()}
 
     params: Params = {
-        "embed": normal((cfg.vocab_size, cfg.hidden_size)),
+        "embed": jnp.asarray(normal((cfg.vocab_size, cfg.hidden_size)), dtype),
         "final_norm": jnp.ones((cfg.hidden_size,), dtype),
-        "layers": [{name: init(name) for name in _layer_names(cfg)} for _ in range(cfg.num_layers)],
+        "layers": [layer() for _ in range(cfg.num_layers)],
     }
     if not cfg.tie_word_embeddings:
-        params["lm_head"] = normal((cfg.hidden_size, cfg.vocab_size))
+        params["lm_head"] = jnp.asarray(normal((cfg.hidden_size, cfg.vocab_size)), dtype)
     return params
 
 
