@@ -237,7 +237,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.api_error_policy not in ("resume", "abort"):
             raise ValueError(f"api_error_policy must be resume or abort, got {self.api_error_policy!r}")
-        if self.attention_impl not in ("auto", "reference", "pallas"):
+        if self.attention_impl not in ("auto", "reference", "cpu", "pallas"):
             raise ValueError(f"attention_impl must be auto, reference or pallas, got {self.attention_impl!r}")
         if self.query_block <= 0 or self.kv_block_tokens <= 0:
             raise ValueError("query_block and kv_block_tokens must be > 0")

@@ -1,4 +1,4 @@
-"""Chooses the paged-attention implementation: ``auto``, ``reference`` or ``pallas``.
+"""Chooses the paged-attention implementation: ``auto``, ``reference``, ``cpu`` or ``pallas``.
 
 Every implementation has the signature of ``reference.paged_attention`` and reads the same KV
 layout: per layer ``[K, P, S, H]`` K and V page arrays (kv head, page, slot in page, head dim),
@@ -6,7 +6,9 @@ page 0 the padding page that padded page-table slots and padding tokens point at
 ``[R, W]`` with W a multiple of the pages-per-block. ``pallas`` is the Mosaic kernel
 (``tpu/paged_attention.py``) on TPU, the Triton kernel (``gpu/paged_attention.py``) on GPU, and on
 CPU that Triton kernel run by the Pallas interpreter, unsplit: slow, for end-to-end checks.
-``auto`` picks ``pallas`` on TPU/GPU and the pure-jnp reference elsewhere (CPU).
+``cpu`` is ``cpu_attention.py``: jnp, laid out for XLA's CPU backend, walking only the pages each
+row's context uses. ``auto`` picks ``pallas`` on TPU/GPU and ``cpu`` elsewhere (CPU); ``reference``
+stays selectable as the oracle.
 """
 
 from __future__ import annotations
@@ -16,21 +18,21 @@ from collections.abc import Callable
 
 import jax
 
-from lamps_jax.pallas_kernels import reference
+from lamps_jax.pallas_kernels import cpu_attention, reference
 from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
 from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
 
-ATTENTION_IMPLS = ("auto", "reference", "pallas")
+ATTENTION_IMPLS = ("auto", "reference", "cpu", "pallas")
 GPU_BACKENDS = ("gpu", "cuda", "rocm")
 
 
 def resolve_attention_impl(impl: str, backend: str | None = None) -> str:
-    """``auto`` -> ``pallas`` on TPU/GPU, ``reference`` on CPU; other names pass through."""
+    """``auto`` -> ``pallas`` on TPU/GPU, ``cpu`` elsewhere; other names pass through."""
     if impl not in ATTENTION_IMPLS:
         raise ValueError(f"unknown attention_impl {impl!r}; choose one of {ATTENTION_IMPLS}")
     if impl != "auto":
         return impl
-    return "pallas" if (backend or jax.default_backend()) in ("tpu", *GPU_BACKENDS) else "reference"
+    return "pallas" if (backend or jax.default_backend()) in ("tpu", *GPU_BACKENDS) else "cpu"
 
 
 def paged_attention_fn(impl: str, backend: str | None = None) -> Callable:
@@ -38,6 +40,8 @@ def paged_attention_fn(impl: str, backend: str | None = None) -> Callable:
     backend = backend or jax.default_backend()
     if impl == "reference":
         return reference.paged_attention
+    if impl == "cpu":
+        return cpu_attention.paged_attention
     if impl == "pallas" and backend == "tpu":
         return tpu_kernel.paged_attention
     if impl == "pallas" and backend in GPU_BACKENDS:
