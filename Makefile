@@ -60,9 +60,12 @@ sweeps: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
 
-# llama-cpp-python compiles llama.cpp on install (minutes on 2 cores); only the engine benchmark needs it.
+# llama-cpp-python compiles llama.cpp on install (10-28 min on 2 cores); only the engine benchmark needs it.
+# AVX-512 on, AMX off: these machines list AMX but do not grant its state, so llama.cpp's AMX path dies of SIGILL.
+LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+	-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 $(VENV)/.peer-deps: pyproject.toml $(VENV)/.test-deps
-	PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test,peers]'
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" PYTHONWARNINGS=ignore $(BIN)/pip install -q -e '.[test,peers]'
 	touch $@
 
 bench: $(VENV)/.peer-deps

@@ -16,6 +16,7 @@ import csv
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,8 @@ def _run_peer(peer: str, workload: PeerWorkload, folder: Path) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, timeout=PEER_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return {"error": f"ran past {PEER_TIMEOUT_S} s"}
+    if done.returncode < 0:
+        return {"error": f"its process died of {signal.Signals(-done.returncode).name}"}
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"error": last[0]}
