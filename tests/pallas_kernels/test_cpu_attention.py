@@ -2,8 +2,8 @@
 
 Random batches (hypothesis) mix decode and Q > 1 rows, padding rows, contexts of 0 and 1 tokens,
 chunks that cross page boundaries, GQA groups, shuffled page ids and junk in page 0 and in the
-unused pages; items of 1-4 pages and work-list steps of 1 item up to the default size. Only
-valid query tokens are compared; padding ones must be finite.
+unused pages; items of 1-4 pages, work-list steps of 1 item up to the default size, full steps
+followed by a tail of smaller ones. Only valid query tokens are compared; padding ones must be finite.
 """
 
 from __future__ import annotations
@@ -55,11 +55,12 @@ def make_batch(rng: np.random.Generator, contexts, num_valid, num_q, group, num_
 
 
 # Static layouts (each compiles once): Q, kv heads, GQA group, page size, page-table width,
-# pages per item, items per work-list step. Hypothesis varies the data within them.
+# pages per item, decode (tail, full) items per step. Hypothesis varies the data within them.
 LAYOUTS = (
-    (1, 2, 3, 4, 8, 4, None),  # decode, default step: 2 items per row
-    (1, 1, 3, 4, 8, 1, 2),  # decode, 1-page items, 2 items a step: rows span steps
-    (1, 2, 1, 2, 12, 3, 1),  # decode, items of 3 pages that do not divide the table
+    (1, 2, 3, 4, 8, 4, None),  # decode, default steps
+    (1, 1, 3, 4, 8, 1, (2, 5)),  # decode, 1-page items: full steps of 5, then a tail in steps of 2
+    (1, 2, 1, 2, 12, 3, (1, 1)),  # decode, items of 3 pages that do not divide the table, one per step
+    (1, 2, 3, 4, 8, 2, (3, 4)),
     (3, 2, 3, 4, 8, 3, None),  # prefill rows of 3 tokens
     (8, 1, 3, 2, 12, 4, None),  # prefill rows of 8 tokens over pages of 2
     (8, 2, 1, 4, 8, 1, None),
@@ -69,7 +70,7 @@ NUM_ROWS = 5
 
 @st.composite
 def batches(draw):
-    num_q, num_kv_heads, group, page_size, width, pages_per_item, items_per_step = draw(st.sampled_from(LAYOUTS))
+    num_q, num_kv_heads, group, page_size, width, pages_per_item, step_items = draw(st.sampled_from(LAYOUTS))
     max_context = width * page_size
     tiny_or_any = st.one_of(st.sampled_from([0, 1, page_size, max_context]), st.integers(0, max_context))
     contexts = draw(st.lists(tiny_or_any, min_size=NUM_ROWS, max_size=NUM_ROWS))
@@ -84,7 +85,7 @@ def batches(draw):
         "page_size": page_size,
         "width": width,
         "pages_per_item": pages_per_item,
-        "items_per_step": items_per_step,
+        "step_items": step_items,
     }
 
 
@@ -102,7 +103,7 @@ def test_matches_reference(case) -> None:
     )  # fmt: skip
     pages_per_block = case["width"] // 2
     want = np.asarray(jitted(reference.paged_attention)(*args, pages_per_block))
-    kwargs = {"pages_per_item": case["pages_per_item"], "items_per_step": case["items_per_step"]}
+    kwargs = {"pages_per_item": case["pages_per_item"], "step_items": case["step_items"]}
     got = np.asarray(jitted(cpu_attention.paged_attention, **kwargs)(*args, pages_per_block))
     assert got.shape == want.shape and got.dtype == want.dtype
     assert np.isfinite(got).all()
