@@ -291,7 +291,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--final-call", default="made", help="a trace's last call: made or dropped (sim; list)")
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
-    compare.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds; several give mean ± 95% CI")
+    compare.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds; several give mean ± 95%% CI")
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
     compare.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 

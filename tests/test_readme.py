@@ -36,6 +36,13 @@ def test_help_runs_on_the_run_dependencies_and_prints_nothing_on_stderr(run_site
     assert result.stderr == ""
 
 
+def test_every_command_prints_its_help() -> None:
+    parser = _build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # the subcommands, by name
+    for name, command in commands.items():
+        assert command.format_help(), name  # a stray % in a help text fails here
+
+
 def test_generate_chat_on_tiny_runs_on_the_run_dependencies(run_site: Path) -> None:
     args = ["generate", "--model", "tiny", "--chat", "--prompt", "hello", "--max-tokens", "4"]
     small = ["--max-num-seqs", "2", "--max-num-batched-tokens", "32", "--kv-memory-mib", "8"]
