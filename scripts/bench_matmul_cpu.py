@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import time
 
@@ -93,7 +94,7 @@ def weight_bytes(params: dict) -> int:
 
 def materialized_converts(compiled_text: str) -> int:
     """int8 -> float32 conversions compiled as their own fusion (a float32 copy of a weight per step)."""
-    return sum(1 for line in compiled_text.splitlines() if "= f32[" in line and "fusion(" in line and "convert" in line)
+    return len(re.findall(r"^\s*%\S*convert\S* = f32\[.*\bfusion\(", compiled_text, flags=re.MULTILINE))
 
 
 def run(batch_sizes: list[int], rounds: int) -> list[str]:
