@@ -62,6 +62,7 @@ class _Step:
     swap_in: list[SwapCopy] = field(default_factory=list)
     pinned: set[str] = field(default_factory=set)  # scheduled or swapped in: never a victim this step
     host_pages_read: list[int] = field(default_factory=list)  # freed once the step's copies are issued
+    tail_waits: set[str] = field(default_factory=set)  # running, but their host tail cannot come back this step
     short_of_pages: bool = False
 
     def output(self) -> SchedulerOutput:
@@ -227,6 +228,7 @@ class Scheduler(SessionsMixin):
             if request.status is not RequestStatus.RUNNING:
                 continue  # preempted earlier in this step
             if request.host_page_ids and not self._swap_in_tail(request, step):
+                step.tail_waits.add(request.req_id)
                 continue
             num_new = min(request.num_tokens - request.num_computed_tokens, step.tokens_left)
             if self._make_room(request, request.num_computed_tokens + num_new, order, pos, step):
@@ -234,13 +236,15 @@ class Scheduler(SessionsMixin):
 
     def _make_room(self, request: Request, num_tokens: int, order: list[Request], pos: int, step: _Step) -> bool:
         """Grows ``order[pos]`` to ``num_tokens`` tokens, preempting victims while pages are short: paused ones
-        the policy marks, then running ones after it in ``order`` that this step has not scheduled."""
+        the policy marks, then running ones after it in ``order`` that this step has not scheduled, and only then
+        ones before it that wait for their host tail: a request that cannot run must not hold the pages of one
+        that can (two requests that each lack a page would otherwise take turns evicting each other for ever)."""
         while not self._grow_pages(request, num_tokens):
             candidates = [
                 r
                 for r in order[pos + 1 :]
                 if r.status is RequestStatus.RUNNING and r.page_ids and r.req_id not in step.pinned
-            ]
+            ] or [r for r in order[:pos] if r.req_id in step.tail_waits and r.page_ids]
             victim = self.policy.choose_victim(self, candidates)
             if victim is None and request.req_id in step.pinned:  # its swap-in this step still needs its pages
                 step.short_of_pages = True
