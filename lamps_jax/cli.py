@@ -37,7 +37,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="preset (tiny), smollm2-135m, a .gguf file or a directory")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights, activations and KV")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "int8"],
+        help="weights, activations and KV; int8: int8 weights (per-channel scales), float32 activations and KV",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init presets and of unseeded sampling")
     p.add_argument("--page-size", type=int, default=16, help="tokens per KV page")
     p.add_argument("--kv-memory-mib", type=int, default=256, help="device memory for KV pages")
