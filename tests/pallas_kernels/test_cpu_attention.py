@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from lamps_jax.config import EngineConfig
 from lamps_jax.pallas_kernels import cpu_attention, reference
 from lamps_jax.pallas_kernels.ops import ATTENTION_IMPLS, paged_attention_fn, resolve_attention_impl
+from tests.pallas_kernels.test_engine_pallas import greedy_tokens
 
 HEAD_DIM = 8
 NUM_PAGES = 64  # enough for 5 rows of a full page table
@@ -190,3 +191,8 @@ def test_dispatch_and_config() -> None:
     assert resolve_attention_impl("reference", "cpu") == "reference"  # the oracle stays selectable
     assert paged_attention_fn("cpu", "cpu") is cpu_attention.paged_attention
     assert EngineConfig(attention_impl="cpu").attention_impl == "cpu"
+
+
+def test_engine_equals_reference_engine(tiny_model) -> None:
+    """Prompts of one, two and three prefill chunks, then decodes across KV blocks: the same greedy tokens."""
+    assert greedy_tokens(tiny_model, "cpu") == greedy_tokens(tiny_model, "reference")
