@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from lamps_jax.bench.prompts import QUESTIONS
+from lamps_jax.bench.serve_load import add_bench_serve_arguments, run_bench_serve
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.sources import check_model_source
 from lamps_jax.request import SamplingParams
@@ -25,6 +26,7 @@ EXAMPLES = """examples:
   lamps-jax bench --mode real --rates 2 --policies vllm,infercept,lamps   # the same on SmolLM2, scaled down
   lamps-jax report bench_results/comparison.json   # tables and sweep plot again from a run's rows
   lamps-jax bench-engine              # tokens/s beside Hugging Face and llama.cpp, with rooflines
+  lamps-jax bench-serve               # the server under a trace's tool calls: HTTP vs in-process, per policy
   lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
   lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
   lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
@@ -255,6 +257,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=1, help="runs per point (the median is kept)")
     bench.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
+    add_bench_serve_arguments(
+        command("bench-serve", "a trace's requests as HTTP clients with client-side API calls, beside in-process")
+    )
+
     swap = command("bench-swap", "KV swap throughput vs plain copies, and its step-time overhead")
     swap.add_argument("--model", default="smollm2-135m", help="model whose KV pages are swapped")
     swap.add_argument("--pages", default="4,16,64", help="page counts to swap (16 tokens each)")
@@ -405,6 +411,8 @@ def _run(args: argparse.Namespace) -> None:
         from lamps_jax.bench.calibrate import calibrate
 
         calibrate(args.model, args.output)
+    elif args.command == "bench-serve":
+        run_bench_serve(args)
     elif args.command == "bench-swap":
         from lamps_jax.bench.swap_throughput import run_swap_benchmark
 
