@@ -35,7 +35,9 @@ import jax.numpy as jnp
 from lamps_jax.pallas_kernels.reference import MASK_VALUE
 
 PAGES_PER_ITEM = 4  # 64-token items with 16-token pages: a row's context is rounded up to this
-STEP_KV_BYTES = 3 << 19  # K and V gathered by a full decode step: 1.5 MiB, within a core's L2 here
+# K and V gathered by a full decode step (128 pages of SmolLM2 in f32). Full steps of 1.5-6 MiB time within
+# a few % of each other here; much smaller ones pay the per-step cost (~15 ops, scatters) too often.
+STEP_KV_BYTES = 3 << 20
 ROW_PAGES_PER_STEP = 8  # the cap per row of a decode tail step (a 128-token block per row)
 
 
