@@ -493,19 +493,6 @@ def _over_http(args: argparse.Namespace, policy: str, engine: EngineSettings, co
         return run_load(url, convs, args.time_limit, label)
 
 
-def _http_summary(load: LoadResult, summarize) -> dict:
-    later_turns = sum(max(0, log.turns_sent - 1) for log in load.logs)
-    reused = load.metrics.get(REUSED_TURNS, 0.0)
-    return summarize([log.timing() for log in load.logs]) | {
-        "errors": sum(log.error is not None for log in load.logs),
-        "cut_short": int(load.cut_short),
-        "wall_s": load.wall_seconds,
-        "kv_reused_turns": int(reused),
-        "later_turns": later_turns,
-        "kv_reuse": reused / later_turns if later_turns else math.nan,
-    }
-
-
 def _setting(args: argparse.Namespace, engine: EngineSettings, rates, seeds, device_pages: int) -> dict:
     server = "a fresh lamps-jax serve per run" if args.url is None else f"{args.url} (its settings not checked)"
     return {
@@ -552,9 +539,9 @@ def run_bench_serve(args: argparse.Namespace) -> None:
     from lamps_jax.bench.harness import run_workload  # late: these import the engine (JAX) and scipy
     from lamps_jax.bench.serve_report import (
         comparison_row,
-        output_timing,
+        http_summary,
+        in_process_summary,
         serve_markdown,
-        summarize,
         write_serve_results,
     )
     from lamps_jax.bench.wording import plural, print_written
@@ -573,13 +560,9 @@ def run_bench_serve(args: argparse.Namespace) -> None:
             llm_engine = LLMEngine(loaded, engine.config(policy), runner=runner)  # one runner: compiled once
             runner, device_pages = llm_engine.runner, llm_engine.page_pool.num_usable
             result = run_workload(llm_engine, workload, max_clock=args.time_limit)
-            unfinished = len(workload) - sum(o.finish_reason in ("stop", "length") for o in result.outputs)
-            in_process = summarize([output_timing(o) for o in result.outputs]) | {
-                "cut_short": int(unfinished > 0),
-                "wall_s": result.wall_seconds,
-            }
+            in_process = in_process_summary(result, len(workload))
             load = _over_http(args, policy, engine, convs, f"{policy} over HTTP")
-            http = _http_summary(load, summarize)
+            http = http_summary(load)
             point = {"trace": args.trace, "rate": rate, "seed": seed, "policy": policy, "requests": len(workload)}
             rows.append(comparison_row(point, http, in_process))
             print(_run_line(policy, rate, seed, in_process, http, len(workload)))

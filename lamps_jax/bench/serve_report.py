@@ -16,11 +16,15 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lamps_jax.bench.metrics import api_time, percentile
 from lamps_jax.bench.report import _cell, _row_line, aggregate_seeds, group_rows, interval_phrase
-from lamps_jax.bench.serve_load import Timing
+from lamps_jax.bench.serve_load import REUSED_TURNS, LoadResult, Timing
 from lamps_jax.request import RequestOutput
+
+if TYPE_CHECKING:
+    from lamps_jax.bench.harness import RunResult  # imports the engine
 
 METRICS = (
     ("ttft_mean", "TTFT mean s"),
@@ -63,6 +67,28 @@ def summarize(timings: Sequence[Timing]) -> dict[str, float]:
         "e2e_p99": percentile(e2e, 99),
         "e2e_excl_api_mean": _mean([t.e2e - t.api_seconds for t in done]),
     }
+
+
+def http_summary(load: LoadResult) -> dict:
+    """The HTTP side of a row: ``summarize`` over the clients, their errors, and the KV reuse /metrics counted."""
+    later_turns = sum(max(0, log.turns_sent - 1) for log in load.logs)
+    reused = load.metrics.get(REUSED_TURNS, 0.0)
+    return summarize([log.timing() for log in load.logs]) | {
+        "errors": sum(log.error is not None for log in load.logs),
+        "cut_short": int(load.cut_short),
+        "wall_s": load.wall_seconds,
+        "kv_reused_turns": int(reused),
+        "later_turns": later_turns,
+        "kv_reuse": reused / later_turns if later_turns else math.nan,
+    }
+
+
+def in_process_summary(result: RunResult, requests: int) -> dict:
+    """The in-process side of a row: ``summarize`` over the outputs; cut short when the runner's time limit aborted
+    requests in flight or left some unsent."""
+    cut_short = len(result.outputs) < requests or any(o.finish_reason == "abort" for o in result.outputs)
+    timings = [output_timing(o) for o in result.outputs]
+    return summarize(timings) | {"cut_short": int(cut_short), "wall_s": result.wall_seconds}
 
 
 def _ratio(http: float, in_process: float) -> float:

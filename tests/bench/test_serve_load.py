@@ -29,7 +29,7 @@ from lamps_jax.bench.serve_load import (
     serve_command,
     spawned_server,
 )
-from lamps_jax.bench.serve_report import METRICS
+from lamps_jax.bench.serve_report import METRICS, in_process_summary
 from lamps_jax.cli import _build_parser, _serve_engine_config
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app
@@ -89,7 +89,7 @@ def test_a_spawned_server_builds_the_engine_config_of_the_in_process_run() -> No
     assert (args.model, args.host, args.port, args.dtype) == ("tiny", "127.0.0.1", 8123, "float32")
 
 
-def test_the_conversations_are_the_in_process_requests_turn_by_turn(tiny_model, trace) -> None:
+def test_the_conversations_are_the_in_process_requests_turn_by_turn_and_measured_alike(tiny_model, trace) -> None:
     slice_ = TraceSlice(trace, num_requests=6, max_prompt=16, max_segment=4)
     workload = slice_.arrivals(rate=8.0, seed=0)
     convs = conversations(workload, tiny_model.config.vocab_size)
@@ -114,6 +114,10 @@ def test_the_conversations_are_the_in_process_requests_turn_by_turn(tiny_model, 
         assert end == len(output.token_ids)
         assert output.num_generated_tokens == sum(t.max_tokens for t in conv.turns)
         assert len(output.api_calls) == len(calls)
+    ours, theirs = in_process_summary(result, len(workload)), result.metrics()  # the metrics of bench --mode real
+    assert ours["itl_mean"] == theirs["tpot_mean"] and ours["finished"] == theirs["finished"] == 6
+    assert all(ours[key] == theirs[key] for key in ("ttft_mean", "ttft_p99", "e2e_mean", "e2e_p99"))
+    assert not ours["cut_short"]
 
 
 def test_a_run_against_a_server_gives_a_complete_table(tiny_model, trace, tmp_path) -> None:
