@@ -439,7 +439,8 @@ def add_bench_serve_arguments(parser: argparse.ArgumentParser) -> None:
     engine = parser.add_argument_group("engine (the spawned servers' and the in-process engine's)")
     defaults = EngineSettings()
     for flag, name, kind, help_text in ENGINE_FLAGS:
-        typed = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
+        metavar = flag.removeprefix("--").upper().replace("-", "_")
+        typed = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind, "metavar": metavar}
         engine.add_argument(flag, dest=name, default=getattr(defaults, name), help=help_text, **typed)
 
 
