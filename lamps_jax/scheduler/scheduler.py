@@ -16,6 +16,11 @@ the request itself. A victim is recomputed (pages freed, back to waiting) or, fo
 preempts by swap (INFERCEPT), loses just enough pages from the tail of its context to the host; its
 tail comes back before it runs again.
 
+Idle KV (a parked session's, or that of a waiting request: a turn's adopted session KV, a resumed
+Preserve that found no slot) gives way as a last resort: before a running request with no victim
+preempts itself, and when a step could move nothing at all while requests wait. Parked sessions go
+first, longest parked first; then waiting requests, latest in admission order first.
+
 Paused requests (API calls) leave the running set with a KV strategy: Preserve keeps the pages,
 Discard frees them (the context is recomputed from the waiting queue on return), Swap copies them
 to host memory within the swap budget (falling back to Discard when the host pool is full) and
@@ -67,6 +72,10 @@ class _Step:
 
     def output(self) -> SchedulerOutput:
         return SchedulerOutput(self.scheduled, self.preempted, self.swap_out, self.swap_in)
+
+    @property
+    def moved_anything(self) -> bool:
+        return bool(self.scheduled or self.preempted or self.swap_out or self.swap_in)
 
     def schedule(self, request: Request, num_new: int) -> None:
         self.scheduled.append(ScheduledChunk.of(request, num_new))
@@ -198,16 +207,22 @@ class Scheduler(SessionsMixin):
     def schedule(self) -> SchedulerOutput:
         self.iteration += 1
         self.policy.on_iteration(self)
+        step = self._plan_step()
+        while not step.moved_anything and (self.waiting or self.swap_in_queue) and self._drop_idle_kv():
+            step = self._plan_step()  # nothing could move, and idle KV was in the way
+        return self._finish_step(step)
+
+    def _plan_step(self) -> _Step:
         swap_out, swap_in = self._swap_budgets()
         step = _Step(self.config.max_num_batched_tokens, swap_out, swap_in, swap_out, swap_in)
         self._issue_swap_outs(step)
         self._issue_swap_ins(step)
         if self.config.admission == "whole" and not self.swap_in_queue and self._admit_whole_prompts(step):
-            return self._finish_step(step)  # vLLM 0.2: an iteration that admits prompts runs only them
+            return step  # vLLM 0.2: an iteration that admits prompts runs only them
         self._schedule_running(step)
         if self.config.admission == "chunk" and not step.preempted and not step.short_of_pages:
             self._admit_chunks(step)
-        return self._finish_step(step)
+        return step
 
     def _finish_step(self, step: _Step) -> SchedulerOutput:
         if step.host_pages_read:  # host pages read by this step's swap-ins are reused only from the next step
@@ -246,6 +261,8 @@ class Scheduler(SessionsMixin):
                 if r.status is RequestStatus.RUNNING and r.page_ids and r.req_id not in step.pinned
             ] or [r for r in order[:pos] if r.req_id in step.tail_waits and r.page_ids]
             victim = self.policy.choose_victim(self, candidates)
+            if victim is None and self._drop_idle_kv():
+                continue
             if victim is None and request.req_id in step.pinned:  # its swap-in this step still needs its pages
                 step.short_of_pages = True
                 return False
@@ -261,6 +278,22 @@ class Scheduler(SessionsMixin):
             if victim is request:
                 step.short_of_pages = True
                 return False
+        return True
+
+    def _drop_idle_kv(self) -> bool:
+        """Last resort when pages are short and nothing running can give them back: drops the KV of the session
+        parked longest, else of the waiting request latest in admission order that holds some (adopted session
+        KV, a resumed Preserve that found no slot), other than the next to be admitted, which is recomputed when
+        admitted. False if no one holds any."""
+        if self.parked:
+            self.release_session(next(iter(self.parked)))
+            self.strategy_counts["session_kv_dropped"] += 1
+            return True
+        holders = [r for r in list(self.waiting)[1:] if r.page_ids or r.host_page_ids]
+        if not holders:
+            return False
+        self._discard(holders[-1])
+        self.strategy_counts["waiting_kv_dropped"] += 1
         return True
 
     def _admit_chunks(self, step: _Step) -> None:

@@ -5,7 +5,8 @@ request whose "call" is the client's next turn: the policy picks Preserve, Disca
 pages to the prefix cache) or Swap, and may still reclaim it under memory pressure like any paused
 request. The session's next request adopts the pages that its prompt matches: all of them when it
 extends the parked tokens exactly, else the full pages of the common prefix. A parked session is
-released when ``expire_sessions`` finds it older than its time to live.
+released when ``expire_sessions`` finds it older than its time to live, or when the scheduler needs its
+pages and nothing else can free them.
 """
 
 from __future__ import annotations

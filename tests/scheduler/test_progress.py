@@ -36,3 +36,69 @@ def test_requests_that_outgrow_the_kv_memory_together_all_finish(policy: str) ->
         engine.wait_for_work()
     assert len(finished) == 10 and {o.finish_reason for o in finished} == {"stop"}
     assert engine.page_pool.num_free == engine.page_pool.num_usable
+
+
+@pytest.mark.parametrize("policy", ["infercept", "infercept_swap", "lamps", "vllm"])
+def test_conversations_whose_kept_kv_outgrows_the_kv_memory_all_finish(policy: str) -> None:
+    """Four conversations of three turns on 24 device pages, each turn sent as soon as the last one ends: a
+    turn that adopted its session's kept KV waited beside a running request short of pages, and neither could
+    move (waiting requests were never victims, and a step short of pages admits no one)."""
+    config = SchedulerConfig(policy=policy, max_num_seqs=8, num_host_pages=64)
+    engine = simulated_engine(load_cost_model("gptj-6b-a100"), config, kv_capacity_tokens=23 * 16, max_model_len=1024)
+    turns_left = {f"s{index}": 3 for index in range(4)}
+    params = SamplingParams(ignore_eos=True, max_tokens=40)
+
+    def send_turn(session: str) -> None:
+        kept = engine.session_tokens(session) or []
+        engine.add_request(kept + [7] * 30, params, f"{session}-{turns_left[session]}", session_id=session)
+        turns_left[session] -= 1
+
+    for session in turns_left:
+        send_turn(session)
+    finished = []
+    for _ in range(100_000):
+        if not engine.has_unfinished_requests():
+            break
+        for output in engine.step():
+            finished.append(output)
+            session = output.req_id.split("-")[0]
+            if turns_left[session]:
+                send_turn(session)
+        engine.wait_for_work()
+    assert len(finished) == 12 and {o.finish_reason for o in finished} == {"length"}
+    for session in turns_left:
+        engine.release_session(session)
+    assert engine.page_pool.num_free == engine.page_pool.num_usable
+
+
+def test_a_parked_session_outlives_idle_steps_and_yields_its_pages_only_to_a_request_that_needs_them() -> None:
+    """INFERCEPT keeps a finished turn's KV on the device for the session's next turn."""
+    config = SchedulerConfig(policy="infercept", max_num_seqs=8)
+    engine = simulated_engine(load_cost_model("gptj-6b-a100"), config, kv_capacity_tokens=15 * 16, max_model_len=1024)
+    params = SamplingParams(ignore_eos=True, max_tokens=20)
+    engine.add_request([7] * 150, params, "turn", session_id="chat")
+    _run_to_completion(engine)
+    parked_pages = len(engine.scheduler.parked["chat"].page_ids)
+    assert parked_pages == 11
+    for _ in range(5):
+        engine.step()
+    assert engine.session_tokens("chat") is not None  # an idle engine keeps it
+    engine.add_request([8] * 40, params, "small")  # fits beside the parked KV
+    _run_to_completion(engine)
+    assert engine.session_tokens("chat") is not None
+    engine.add_request([9] * 150, params, "large")  # needs the parked session's pages
+    outputs = _run_to_completion(engine)
+    assert [o.finish_reason for o in outputs] == ["length"]
+    assert engine.session_tokens("chat") is None
+    assert engine.scheduler.strategy_counts["session_kv_dropped"] == 1
+    assert engine.page_pool.num_free == engine.page_pool.num_usable
+
+
+def _run_to_completion(engine, max_steps: int = 10_000) -> list:
+    outputs = []
+    for _ in range(max_steps):
+        if not engine.has_unfinished_requests():
+            return outputs
+        outputs += engine.step()
+        engine.wait_for_work()
+    raise AssertionError(f"requests left unfinished after {max_steps} steps")
