@@ -208,7 +208,7 @@ class Scheduler(SessionsMixin):
         self.iteration += 1
         self.policy.on_iteration(self)
         step = self._plan_step()
-        while not step.moved_anything and (self.waiting or self.swap_in_queue) and self._drop_idle_kv():
+        while not step.moved_anything and (self.waiting or self.swap_in_queue) and self._drop_idle_kv(spare_next=True):
             step = self._plan_step()  # nothing could move, and idle KV was in the way
         return self._finish_step(step)
 
@@ -261,7 +261,7 @@ class Scheduler(SessionsMixin):
                 if r.status is RequestStatus.RUNNING and r.page_ids and r.req_id not in step.pinned
             ] or [r for r in order[:pos] if r.req_id in step.tail_waits and r.page_ids]
             victim = self.policy.choose_victim(self, candidates)
-            if victim is None and self._drop_idle_kv():
+            if victim is None and self._drop_idle_kv(spare_next=False):
                 continue
             if victim is None and request.req_id in step.pinned:  # its swap-in this step still needs its pages
                 step.short_of_pages = True
@@ -280,16 +280,18 @@ class Scheduler(SessionsMixin):
                 return False
         return True
 
-    def _drop_idle_kv(self) -> bool:
+    def _drop_idle_kv(self, spare_next: bool) -> bool:
         """Last resort when pages are short and nothing running can give them back: drops the KV of the session
-        parked longest, else of the waiting request latest in admission order that holds some (adopted session
-        KV, a resumed Preserve that found no slot), other than the next to be admitted, which is recomputed when
-        admitted. False if no one holds any."""
-        if self.parked:
-            self.release_session(next(iter(self.parked)))
+        parked longest that holds device pages, else of the waiting request latest in admission order that holds
+        some (adopted session KV, a resumed Preserve that found no slot), which is recomputed when admitted;
+        ``spare_next``: not the next to be admitted (it is the one that needs the pages). False if no one holds
+        any."""
+        session_id = next((s for s, parked in self.parked.items() if parked.page_ids), None)
+        if session_id is not None:
+            self.release_session(session_id)
             self.strategy_counts["session_kv_dropped"] += 1
             return True
-        holders = [r for r in list(self.waiting)[1:] if r.page_ids or r.host_page_ids]
+        holders = [r for r in list(self.waiting)[int(spare_next) :] if r.page_ids]
         if not holders:
             return False
         self._discard(holders[-1])
