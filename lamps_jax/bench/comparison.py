@@ -102,7 +102,9 @@ def _plot_details(results: list[PointResult], output_dir: Path, seed: int) -> li
     return paths
 
 
-def _scaled(request: WorkloadRequest, max_prompt: int, max_segment: int, time_scale: float) -> WorkloadRequest:
+def scaled_request(request: WorkloadRequest, max_prompt: int, max_segment: int, time_scale: float) -> WorkloadRequest:
+    """A trace request cut down for a real model on this CPU: the prompt to ``max_prompt`` tokens, each segment's
+    decode and each call's result to ``max_segment`` tokens, each call's duration times ``time_scale``."""
     segments = tuple(
         Segment(
             min(s.num_tokens, max_segment),
@@ -171,7 +173,9 @@ def real_comparison(
     """
     _check_real_inputs(num_requests, rate, kv_capacity_tokens)
     loaded = load_model(model)
-    requests = [_scaled(r, max_prompt, max_segment, time_scale) for r in load_trace(DEFAULT_TRACES.get(trace, trace))]
+    requests = [
+        scaled_request(r, max_prompt, max_segment, time_scale) for r in load_trace(DEFAULT_TRACES.get(trace, trace))
+    ]
     arrivals = exact_poisson_arrivals(requests, rate, num_requests, seed)
     print(
         f"serving {plural(num_requests, 'request')} at {rate:g} requests/s under "

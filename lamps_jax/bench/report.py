@@ -146,7 +146,7 @@ def _point_text(key: str, value: object) -> str:
     return NONE_MEANS.get(key, "n/r") if value is None else str(value)
 
 
-def _cell(row: dict, key: str) -> str:
+def format_cell(row: dict, key: str) -> str:
     value = row.get(key)
     if not isinstance(value, float):
         return "n/r" if value is None else str(value)
@@ -154,7 +154,7 @@ def _cell(row: dict, key: str) -> str:
     return _number(value) if half is None else f"{_number(value)} ± {_number(half, 2)}"
 
 
-def _row_line(cells: list[str]) -> str:
+def row_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
@@ -163,10 +163,10 @@ def markdown_table(rows: list[dict]) -> str:
     rows = aggregate_seeds(rows)
     keys = point_keys(rows)
     header = [POINT_TITLES.get(k, k) for k in keys] + ["policy"] + [t for _, t in TABLE_COLUMNS]
-    lines = [_row_line(header), "|" + "---|" * len(header)]
+    lines = [row_line(header), "|" + "---|" * len(header)]
     for row in rows:
         point = [_point_text(k, row.get(k)) for k in keys]
-        lines.append(_row_line(point + [row["policy"]] + [_cell(row, k) for k, _ in TABLE_COLUMNS]))
+        lines.append(row_line(point + [row["policy"]] + [format_cell(row, k) for k, _ in TABLE_COLUMNS]))
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +243,7 @@ def improvement_table(
     keys = point_keys(rows)
     saturation = saturation_rates(rows, SATURATION_BASELINES, ttft_limit)
     header = [POINT_TITLES.get(k, k) for k in keys] + ["of saturation", "vs"] + [t for _, t in REDUCTION_COLUMNS]
-    lines = [_row_line(header), "|" + "---|" * len(header)]
+    lines = [row_line(header), "|" + "---|" * len(header)]
     for entry in reductions:
         saturated = saturation.get(tuple(entry[k] for k in keys if k != "rate"))
         fraction = f"{entry['rate'] / saturated[1]:.2f}" if saturated else "n/a"
@@ -251,7 +251,7 @@ def improvement_table(
         for metric, _ in REDUCTION_COLUMNS:
             half = entry.get(f"{metric}_ci95")
             cells.append(f"{entry[metric]:.1%}" if half is None else f"{entry[metric]:.1%} ± {half:.1%}")
-        lines.append(_row_line([_point_text(k, entry[k]) for k in keys] + [fraction, entry["vs"]] + cells))
+        lines.append(row_line([_point_text(k, entry[k]) for k in keys] + [fraction, entry["vs"]] + cells))
     notes = [
         f"Saturation (mean TTFT > {ttft_limit:g} s) of the strongest baseline at "
         + ", ".join(f"{k}={_point_text(k, v)}" for k, v in zip([k for k in keys if k != "rate"], point))

@@ -126,10 +126,10 @@ class TraceSlice:
     max_segment: int = REAL_MAX_SEGMENT
 
     def arrivals(self, rate: float, seed: int) -> list[WorkloadRequest]:
-        from lamps_jax.bench.comparison import _scaled, exact_poisson_arrivals  # late: imports the engine (JAX)
+        from lamps_jax.bench.comparison import exact_poisson_arrivals, scaled_request  # late: imports the engine (JAX)
 
         trace = load_trace(DEFAULT_TRACES.get(self.trace, self.trace))
-        requests = [_scaled(r, self.max_prompt, self.max_segment, self.time_scale) for r in trace]
+        requests = [scaled_request(r, self.max_prompt, self.max_segment, self.time_scale) for r in trace]
         return exact_poisson_arrivals(requests, rate, self.num_requests, seed)
 
 

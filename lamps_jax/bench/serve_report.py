@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lamps_jax.bench.metrics import api_time, percentile
-from lamps_jax.bench.report import _cell, _row_line, aggregate_seeds, group_rows, interval_phrase
+from lamps_jax.bench.report import aggregate_seeds, format_cell, group_rows, interval_phrase, row_line
 from lamps_jax.bench.serve_load import REUSED_TURNS, LoadResult, Timing
 from lamps_jax.request import RequestOutput
 
@@ -123,14 +123,14 @@ def policy_table(rows: list[dict]) -> str:
     """Metrics down, (rate, side) across: the rows of one policy, aggregated over seeds."""
     rows = sorted(aggregate_seeds(rows), key=lambda r: r["rate"])
     header = ["metric"] + [f"{r['rate']:g} req/s {title}" for r in rows for _, title in SIDES]
-    lines = [_row_line(header), "|" + "---|" * len(header)]
+    lines = [row_line(header), "|" + "---|" * len(header)]
     for key, title in METRICS:
-        lines.append(_row_line([title] + [_cell(r, f"{side}_{key}") for r in rows for side, _ in SIDES]))
+        lines.append(row_line([title] + [format_cell(r, f"{side}_{key}") for r in rows for side, _ in SIDES]))
     finished, reuse = ["finished"], ["KV reused"]
     for r in rows:
-        finished += [f"{_cell(r, f'{side}_finished')} of {r['requests']:g}" for side, _ in SIDES[:2]] + [""]
-        reuse += [_cell(r, "http_kv_reuse"), "n/a", ""]
-    lines += [_row_line(finished), _row_line(reuse)]
+        finished += [f"{format_cell(r, f'{side}_finished')} of {r['requests']:g}" for side, _ in SIDES[:2]] + [""]
+        reuse += [format_cell(r, "http_kv_reuse"), "n/a", ""]
+    lines += [row_line(finished), row_line(reuse)]
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,7 @@ from lamps_jax.cli import _build_parser, _serve_engine_config
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app
 from lamps_jax.workload.traces import load_trace
-from tests.server.test_app import free_socket, running
+from tests.server.harness import free_socket, running
 
 SETTINGS = EngineSettings(
     page_size=16, kv_memory_mib=2, max_num_seqs=4, max_num_batched_tokens=16, max_model_len=128, host_kv_pages=16

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from lamps_jax.bench.comparison import _scaled, exact_poisson_arrivals
+from lamps_jax.bench.comparison import exact_poisson_arrivals, scaled_request
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import SamplingParams
 from lamps_jax.scheduler.cost_model import load_cost_model
@@ -19,7 +19,7 @@ from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
 def test_requests_that_outgrow_the_kv_memory_together_all_finish(policy: str) -> None:
     """The scaled multi-API trace of ``make demo`` on 32 device pages: two requests that each needed one more
     page took turns evicting each other's tail to the host for ever under INFERCEPT (neither ever ran)."""
-    requests = [_scaled(r, 96, 24, 0.02) for r in load_trace(DEFAULT_TRACES["multi"])]
+    requests = [scaled_request(r, 96, 24, 0.02) for r in load_trace(DEFAULT_TRACES["multi"])]
     arrivals = exact_poisson_arrivals(requests, 1.0, 10, seed=0)
     config = SchedulerConfig(policy=policy, max_num_seqs=16, num_host_pages=256)
     engine = simulated_engine(load_cost_model("gptj-6b-a100"), config, kv_capacity_tokens=31 * 16, max_model_len=1024)

@@ -12,17 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from lamps_jax.async_llm import AsyncLLM
 from lamps_jax.config import EngineConfig
@@ -37,6 +33,7 @@ from lamps_jax.server.tool_choice import plan_tools
 from lamps_jax.server.tool_parsers import get_tool_parser
 from tests.conftest import small_engine_config
 from tests.run_deps_only import make_run_site, run
+from tests.server.harness import free_socket, running, wait_for
 
 MODEL = "tiny"
 MAX_MODEL_LEN = 512
@@ -101,39 +98,6 @@ class Served:
         pool = self.engine.page_pool
         parked = sum(len(p.page_ids) for p in self.engine.scheduler.parked.values())
         return pool.num_usable - pool.num_free - parked
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextmanager
-def running(app) -> Iterator[str]:
-    """Serves ``app`` with uvicorn on a thread, on a free 127.0.0.1 port; yields its URL. Stopping it runs the
-    app's lifespan shutdown (the engine's)."""
-    sock = free_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "the server failed to start"
-        time.sleep(0.01)
-    host, port = sock.getsockname()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-    assert not thread.is_alive()
 
 
 API_TIMEOUT = 5.0  # seconds before a tool call (or a simulated API call) counts as timed out

@@ -22,7 +22,7 @@ from lamps_jax.bench.serve_load import scrape_metrics
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app
 from tests.conftest import small_engine_config
-from tests.server.test_app import running, wait_for
+from tests.server.harness import running, wait_for
 
 CLIENTS = 32
 TURNS = 3
