@@ -157,6 +157,63 @@ def _vicuna_13b_2xa100() -> CostModel:
     )
 
 
+# Llama-3.1-8B in bf16 on one H100 80 GB SXM, derived from the roofline (no measurement behind it).
+LLAMA31_8B_PARAMETERS = 8_030_261_248  # 2 x 128256 x 4096 (embeddings, untied head) + 32 layers x 218,112,000 + 4096
+LLAMA31_8B_WEIGHT_BYTES = 2 * LLAMA31_8B_PARAMETERS  # bf16: 16,060,522,496 B = 16.06 GB
+LLAMA31_8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2  # (K, V) x layers x KV heads x head dim x bf16 bytes = 131072
+H100_SXM_HBM_BYTES_PER_S = 3.35e12  # HBM3, NVIDIA's datasheet figure for the SXM card
+H100_SXM_BF16_FLOPS = 989e12  # dense bf16 tensor-core peak (the datasheet's 1,979 TFLOP/s assumes 2:4 sparsity)
+H100_SXM_MEMORY_BYTES = 80 * _GB  # the card's 80 GB read as decimal GB, as the A100 profiles read 40 GB
+H100_PREFILL_MFU = 0.5  # assumed share of the bf16 peak a prefill-sized matmul sustains in a serving engine
+H100_STEP_OVERHEAD_S = 1e-3  # assumed fixed cost of a step beyond the weight read: launches, scheduling, sampling
+H100_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's gpu_memory_utilization default: the share of the card an engine takes
+H100_ACTIVATION_RESERVE_BYTES = 2 * _GB  # assumed: peak activations of an 8192-token step, CUDA graphs, allocator slack
+PCIE5_X16_BYTES_PER_S = 55 * _GB  # PCIe Gen5 x16: 64 GB/s raw per direction, ~55 GB/s effective pinned-memory copies
+H100_SWAP_BASE_S = 50e-6  # assumed fixed cost of one swap: launching its copies and synchronising with them
+VLLM_H100_TOKEN_BUDGET = 8192  # vLLM's max_num_batched_tokens default for its API server on GPUs of >= 70 GiB
+
+
+def _llama31_8b_h100() -> CostModel:
+    """Llama-3.1-8B (bf16) on one H100 80 GB SXM: the agent-scale setup of the later papers, from the roofline.
+
+    Every constant is a module-level name above; the arithmetic, with the values it gives:
+
+    - ``iter_base`` c = one read of every weight per step at the HBM bandwidth (16.06 GB / 3.35 TB/s = 4.794 ms)
+      plus ``H100_STEP_OVERHEAD_S`` (1 ms, assumed) = 5.794 ms: an unloaded decode step.
+    - ``iter_per_context_token`` b = the K and V of one cached token read once per step at the HBM bandwidth
+      (131072 B / 3.35 TB/s = 0.0391 us): decode attention is memory-bound.
+    - ``iter_per_token`` a = 2 x parameters FLOPs per new token at the bf16 peak times an assumed MFU of 0.5
+      (16.06 GFLOP / 494.5 TFLOP/s = 32.48 us). Attention's own FLOPs (4 x layers x heads x head dim x context
+      per token) are left out, as the roofline module leaves them out.
+    - ``token_budget`` B = 8192, vLLM's default ``max_num_batched_tokens`` for its OpenAI server on GPUs of
+      >= 70 GiB other than the A100 (vllm/engine/arg_utils.py, ``EngineArgs.get_batch_defaults``): the engine the
+      later papers' baselines run. The roofline's saturation point, where a step's compute time equals its weight
+      read (4.794 ms / 32.48 us = 148 tokens), is not used as B: f already charges each token its compute, so the
+      budget only caps a step, and a 148-token cap would split a 30,000-token agent context into ~200 prefill
+      steps that each pay c again, which no engine the papers measure does.
+    - ``swap_per_token`` a_s = 131072 B over PCIe Gen5 x16 at ~55 GB/s effective = 2.383 us;
+      ``swap_base`` b_s = 50 us (assumed). Swaps are not budgeted (``swap_budget_tokens`` None, as the LAMPS
+      profile): the scheduler's ``swap_budget`` mode sets the per-step limit.
+    - ``kv_capacity_tokens`` = (0.9 x 80 GB - 16.06 GB of weights - 2 GB activation reserve) / 131072 B
+      = 411,525 tokens. ``sim.capacity.kv_capacity_tokens`` sizes memory the same way without the reserve.
+    """
+    kv_bytes = LLAMA31_8B_KV_BYTES_PER_TOKEN
+    weight_read = LLAMA31_8B_WEIGHT_BYTES / H100_SXM_HBM_BYTES_PER_S
+    kv_memory = H100_GPU_MEMORY_UTILIZATION * H100_SXM_MEMORY_BYTES - LLAMA31_8B_WEIGHT_BYTES
+    return CostModel(
+        name="llama31-8b-h100",
+        iter_per_token=2 * LLAMA31_8B_PARAMETERS / (H100_SXM_BF16_FLOPS * H100_PREFILL_MFU),
+        iter_per_context_token=kv_bytes / H100_SXM_HBM_BYTES_PER_S,
+        iter_base=weight_read + H100_STEP_OVERHEAD_S,
+        swap_per_token=kv_bytes / PCIE5_X16_BYTES_PER_S,
+        swap_base=H100_SWAP_BASE_S,
+        token_budget=VLLM_H100_TOKEN_BUDGET,
+        swap_budget_tokens=None,
+        kv_bytes_per_token=kv_bytes,
+        kv_capacity_tokens=int((kv_memory - H100_ACTIVATION_RESERVE_BYTES) // kv_bytes),
+    )
+
+
 PROFILES: dict[str, CostModel] = {
     # INFERCEPT's profile: f(t) = 0.0463 ms·t + 10 ms; 0.00462·B + 108.99 = 111 tokens at B = 384 is the constant
     # part of its per-iteration swap budget (the scheduler's swap_budget="infercept" adds the free-memory terms).
@@ -166,6 +223,9 @@ PROFILES: dict[str, CostModel] = {
     # INFERCEPT's profile plus the KV read of attention at the A100's 1,555 GB/s (0.295 us per cached token).
     "gptj-6b-a100-ctx": _gptj_6b_a100("gptj-6b-a100-ctx", 0.0463, 10.0, 111, reads_context=True),
     "vicuna-13b-2xa100": _vicuna_13b_2xa100(),
+    # The agent-scale setup (Continuum's Llama-3.1-8B) on an H100, from the roofline: f(t, ctx) = 32.48 us·t
+    # + 0.0391 us·ctx + 5.794 ms, B = 8192, 411,525 KV tokens, swaps at 55 GB/s + 50 us.
+    "llama31-8b-h100": _llama31_8b_h100(),
 }
 
 

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from lamps_jax.config import ModelConfig
 from lamps_jax.scheduler.cost_model import PROFILES, CostModel, fit_linear, fit_plane, load_cost_model
+from lamps_jax.sim.capacity import kv_capacity_tokens, num_parameters
 from tests.scheduler.test_waste import make_cost as make_waste_cost
 
 
@@ -56,6 +58,48 @@ def test_profiles_follow_the_papers() -> None:
     assert vicuna.kv_capacity_tokens == 65917  # 54e9 / 819200 = 65917.97
     assert vicuna.swap_per_token == pytest.approx(1.6384e-5)  # 819200 / 50e9
     assert all(name == profile.name for name, profile in PROFILES.items())
+
+
+def test_llama31_8b_h100_follows_its_roofline() -> None:
+    """Recomputed from the stated constants: Llama-3.1-8B's shape, the H100's datasheet, the stated assumptions."""
+    llama = ModelConfig(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        dtype="bfloat16",
+    )
+    params = num_parameters(llama)
+    assert params == 8_030_261_248
+    weights = 2 * params  # bf16
+    assert weights / 1e9 == pytest.approx(16.06, abs=0.005)
+    kv_bytes = 2 * 32 * 8 * 128 * 2
+    assert llama.kv_bytes_per_token == kv_bytes == 131072
+    hbm, peak, mfu, overhead, pcie = 3.35e12, 989e12, 0.5, 1e-3, 55e9
+    h100 = PROFILES["llama31-8b-h100"]
+    assert h100.iter_per_token == pytest.approx(2 * params / (peak * mfu))  # 32.48 us per new token
+    assert h100.iter_per_token == pytest.approx(32.478e-6, rel=1e-4)
+    assert h100.iter_per_context_token == pytest.approx(kv_bytes / hbm)  # 0.0391 us per cached token
+    assert h100.iter_base == pytest.approx(weights / hbm + overhead)  # 4.794 ms weight read + 1 ms
+    assert h100.iter_base == pytest.approx(5.794e-3, rel=1e-4)
+    assert h100.swap_per_token == pytest.approx(kv_bytes / pcie)  # 2.383 us per token
+    assert h100.swap_base == pytest.approx(50e-6)
+    assert h100.token_budget == 8192 and h100.swap_budget_tokens is None
+    assert h100.kv_bytes_per_token == kv_bytes
+    # KV memory: 90% of 80 GB, less the weights and a 2 GB activation reserve
+    assert h100.kv_capacity_tokens == int((0.9 * 80e9 - weights - 2e9) // kv_bytes) == 411525
+    # the same sizing as sim.capacity, less the reserve
+    assert kv_capacity_tokens(llama, 80e9) - h100.kv_capacity_tokens == int(2e9 / kv_bytes) + 1
+    # an unloaded decode step over a 2,048-token context, and a full-budget prefill step
+    assert h100.iteration_time(1, 2048) == pytest.approx(
+        2 * params / (peak * mfu) + 2048 * kv_bytes / hbm + 5.794e-3, rel=1e-4
+    )
+    assert h100.iteration_time(8192) == pytest.approx(0.27186, rel=1e-4)
+    # the roofline's saturation point, not used as B: compute equals the weight read at ~148 tokens
+    assert (weights / hbm) / h100.iter_per_token == pytest.approx(147.6, abs=0.1)
 
 
 @pytest.mark.parametrize("name", list(PROFILES))
