@@ -158,6 +158,7 @@ SWAP_BUDGETS = ("fixed", "infercept", "overlap", "unlimited")
 API_TIME_SOURCES = ("type_mean", "oracle")
 STARVATION_SCOPES = ("started", "all")
 SCORE_STEPS = ("saturated", "single")
+PREFIX_CACHING_POLICIES = ("vllm_apc",)  # policies that are a system with prefix caching on: the config turns it on
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ class SchedulerConfig:
     score_step: str = "saturated"  # LAMPS score: decode iterations timed as a full (saturated) or one-token one
     length_noise: float = 0.0  # relative error of the oracle-with-noise output-length predictor
     enable_prefix_caching: bool = False  # freed full pages stay cached; a request with a cached prefix reuses it
+    # AugServe's adaptive token budget: the least it shrinks to, as a share of max_num_batched_tokens (its ceiling)
+    adaptive_budget_floor: float = 0.25
     predictor_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -208,6 +211,10 @@ class SchedulerConfig:
             raise ValueError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
         if self.starvation_threshold < 1 or self.length_noise < 0:
             raise ValueError("starvation_threshold must be >= 1 and length_noise >= 0")
+        if not 0 < self.adaptive_budget_floor <= 1:
+            raise ValueError(f"adaptive_budget_floor must be in (0, 1], got {self.adaptive_budget_floor}")
+        if self.policy in PREFIX_CACHING_POLICIES and not self.enable_prefix_caching:
+            object.__setattr__(self, "enable_prefix_caching", True)  # vllm_apc is vLLM v1 with prefix caching on
 
     @property
     def max_step_tokens(self) -> int:

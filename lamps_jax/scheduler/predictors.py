@@ -33,6 +33,10 @@ class ApiTimePredictor:
             raise ValueError(f"an API call cannot take {duration} seconds")
         self._durations.setdefault(api_type, deque(maxlen=self.history)).append(duration)
 
+    def observed(self, api_type: str) -> tuple[float, ...]:
+        """The durations kept for ``api_type`` (its last ``history`` calls), oldest first; empty when none."""
+        return tuple(self._durations.get(api_type, ()))
+
     def predict(self, api_type: str) -> float:
         """The mean observed duration of ``api_type``; ``default`` when none was observed."""
         durations = self._durations.get(api_type)

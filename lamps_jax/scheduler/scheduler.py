@@ -214,7 +214,7 @@ class Scheduler(SessionsMixin):
 
     def _plan_step(self) -> _Step:
         swap_out, swap_in = self._swap_budgets()
-        step = _Step(self.config.max_num_batched_tokens, swap_out, swap_in, swap_out, swap_in)
+        step = _Step(self.policy.token_budget(self), swap_out, swap_in, swap_out, swap_in)
         self._issue_swap_outs(step)
         self._issue_swap_ins(step)
         if self.config.admission == "whole" and not self.swap_in_queue and self._admit_whole_prompts(step):

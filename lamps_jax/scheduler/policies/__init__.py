@@ -2,15 +2,31 @@
 
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import CostModel
+from lamps_jax.scheduler.policies.augserve import AugServePolicy
+from lamps_jax.scheduler.policies.autellix import AutellixPolicy
 from lamps_jax.scheduler.policies.base import Policy
+from lamps_jax.scheduler.policies.continuum import ContinuumPolicy
 from lamps_jax.scheduler.policies.infercept import InferceptPolicy, InferceptSwapPolicy
 from lamps_jax.scheduler.policies.lamps import LampsNoRankPolicy, LampsPolicy
 from lamps_jax.scheduler.policies.sjf import SjfPolicy
 from lamps_jax.scheduler.policies.vllm import VllmPolicy
+from lamps_jax.scheduler.policies.vllm_apc import VllmApcPolicy
 
 POLICIES: dict[str, type[Policy]] = {
     p.name: p
-    for p in (Policy, VllmPolicy, InferceptPolicy, InferceptSwapPolicy, SjfPolicy, LampsPolicy, LampsNoRankPolicy)
+    for p in (
+        Policy,
+        VllmPolicy,
+        InferceptPolicy,
+        InferceptSwapPolicy,
+        SjfPolicy,
+        LampsPolicy,
+        LampsNoRankPolicy,
+        ContinuumPolicy,
+        AutellixPolicy,
+        AugServePolicy,
+        VllmApcPolicy,
+    )
 }
 
 

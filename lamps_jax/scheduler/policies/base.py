@@ -59,6 +59,10 @@ class Policy:
     def strategy_for_call(self, request: Request, call: ApiCall, scheduler: Scheduler) -> KVStrategy:
         return self.fixed_strategy
 
+    def token_budget(self, scheduler: Scheduler) -> int:
+        """Tokens this iteration may compute (prefill chunks, recomputes, decodes): the configured budget B."""
+        return self.config.max_num_batched_tokens
+
     def on_api_return(self, request: Request, call: ApiCall, elapsed: float) -> None:
         """Called when a call's result arrives (predictors learn from it)."""
         self.api_times.observe(call.name, elapsed)
