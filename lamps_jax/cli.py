@@ -13,7 +13,7 @@ from lamps_jax.bench.serve_load import add_bench_serve_arguments, run_bench_serv
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.sources import check_model_source
 from lamps_jax.request import SamplingParams
-from lamps_jax.scheduler.policies import POLICIES
+from lamps_jax.scheduler.policies import policy_class
 from lamps_jax.server.tool_parsers import TOOL_PARSER_NAMES
 
 DESCRIPTION = "Serve augmented LLM requests (requests that pause for API calls) and compare their schedulers."
@@ -336,9 +336,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for model in _models(args):
         check_model_source(model)
     policies = args.policies.split(",") if args.command == "bench" else [getattr(args, "policy", "fcfs")]
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown policy {', '.join(unknown)}: choose from {', '.join(sorted(POLICIES))}")
+    for policy in policies:
+        policy_class(policy)  # an unknown policy fails here
     if args.command in ("generate", "demo"):
         _sampling_params(args)
         _engine_config(args)

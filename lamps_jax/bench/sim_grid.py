@@ -29,7 +29,7 @@ from lamps_jax.bench.harness import RunCurves, run_workload
 from lamps_jax.bench.wording import plural
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import load_cost_model
-from lamps_jax.scheduler.policies import POLICIES
+from lamps_jax.scheduler.policies import policy_class
 from lamps_jax.sim.engine import simulated_engine
 from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
@@ -87,9 +87,7 @@ class SimPoint:
 
     def scheduler_config(self) -> SchedulerConfig:
         """The scheduler of this run, with ``auto`` resolved to the policy's reference system."""
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown scheduling policy {self.policy!r}; known: {', '.join(POLICIES)}")
-        policy = POLICIES[self.policy]
+        policy = policy_class(self.policy)
         return SchedulerConfig(
             policy=self.policy,
             max_num_seqs=self.max_num_seqs,

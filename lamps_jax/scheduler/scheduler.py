@@ -176,6 +176,13 @@ class Scheduler(SessionsMixin):
         self.strategy_counts[f"{request.strategy.value}->discard"] += 1
         request.strategy = KVStrategy.DISCARD
 
+    def swap_paused(self, request: Request) -> KVStrategy:
+        """A policy's late decision: a preserved paused request's KV goes to the host (or is dropped when the host
+        has no room); returns the strategy used."""
+        strategy = self._hold_kv(request, KVStrategy.SWAP)
+        self.strategy_counts[f"{KVStrategy.PRESERVE.value}->{strategy.value}"] += 1
+        return strategy
+
     def resume(self, req_id: str, token_ids: list[int]) -> None:
         """Appends an API result to a paused request and queues it to run again."""
         request = self.paused.pop(req_id)
@@ -304,7 +311,9 @@ class Scheduler(SessionsMixin):
             request = self.waiting.peek()
             looked_up = self._take_cached_prefix(request)
             num_new = min(request.num_tokens - request.num_computed_tokens, step.tokens_left)
-            if not self._grow_pages(request, request.num_computed_tokens + num_new):
+            if not self.policy.admits(self, request, num_new) or not self._grow_pages(
+                request, request.num_computed_tokens + num_new
+            ):
                 self._return_cached_prefix(request, looked_up)
                 return
             self._admit(request, looked_up)

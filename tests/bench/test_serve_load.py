@@ -149,7 +149,7 @@ def test_a_run_against_a_server_gives_a_complete_table(tiny_model, trace, tmp_pa
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("--policies", "lamps,fifo"), "unknown policy fifo: choose from"),
+        (("--policies", "lamps,fifo"), "unknown scheduling policy 'fifo'"),
         (("--url", "http://127.0.0.1:9", "--policies", "vllm,lamps"), "--url loads one server"),
         (("--url", "http://10.0.0.1:8000", "--policies", "lamps"), "loopback"),
         (("--rates", "0"), "request rates must be numbers > 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,9 +57,12 @@ def check_step(s: Scheduler, out: SchedulerOutput) -> None:
     ids = [c.req_id for c in out.scheduled]
     assert len(ids) == len(set(ids))
     assert not set(out.preempted_ids) & {copy.req_id for copy in out.swap_in}, "a request swapped in was preempted"
-    owned = [p for r in s.requests.values() for p in r.page_ids]
-    assert len(owned) == len(set(owned)), "a page is owned by two requests"
-    assert len(owned) + s.page_pool.num_free == s.page_pool.num_usable
+    held = Counter(p for r in s.requests.values() for p in r.page_ids)
+    if s.config.enable_prefix_caching:  # requests share cached pages: each page counts its holders
+        assert all(s.page_pool.ref_count(p) == n for p, n in held.items()), "a page's holders and references differ"
+    else:
+        assert all(n == 1 for n in held.values()), "a page is owned by two requests"
+    assert len(held) + s.page_pool.num_free == s.page_pool.num_usable
     for chunk in out.scheduled:
         assert len(chunk.request.page_ids) * s.page_size >= chunk.num_computed_tokens + chunk.num_new_tokens
     s.page_pool.check_invariants()

@@ -8,6 +8,7 @@ from lamps_jax.scheduler.policies.base import Policy
 from lamps_jax.scheduler.policies.continuum import ContinuumPolicy
 from lamps_jax.scheduler.policies.infercept import InferceptPolicy, InferceptSwapPolicy
 from lamps_jax.scheduler.policies.lamps import LampsNoRankPolicy, LampsPolicy
+from lamps_jax.scheduler.policies.lamps_plus import LampsPlusPolicy, parse_switches
 from lamps_jax.scheduler.policies.sjf import SjfPolicy
 from lamps_jax.scheduler.policies.vllm import VllmPolicy
 from lamps_jax.scheduler.policies.vllm_apc import VllmApcPolicy
@@ -26,11 +27,20 @@ POLICIES: dict[str, type[Policy]] = {
         AutellixPolicy,
         AugServePolicy,
         VllmApcPolicy,
+        LampsPlusPolicy,
     )
 }
 
 
+def policy_class(name: str) -> type[Policy]:
+    """The policy called ``name``: a registered name, or a LAMPS+ ablation (``lamps_plus-no_<switch>``)."""
+    if name in POLICIES:
+        return POLICIES[name]
+    if name.startswith(f"{LampsPlusPolicy.name}-"):
+        parse_switches(name)  # an unknown switch fails here
+        return LampsPlusPolicy
+    raise ValueError(f"unknown scheduling policy {name!r}; known: {', '.join(POLICIES)}, lamps_plus-no_<switch>")
+
+
 def make_policy(config: SchedulerConfig, cost: CostModel) -> Policy:
-    if config.policy not in POLICIES:
-        raise ValueError(f"unknown scheduling policy {config.policy!r}; known: {', '.join(POLICIES)}")
-    return POLICIES[config.policy](config, cost)
+    return policy_class(config.policy)(config, cost)

@@ -52,6 +52,10 @@ class Policy:
     def on_iteration(self, scheduler: Scheduler) -> None:
         """Called at the start of every ``schedule()``."""
 
+    def admits(self, scheduler: Scheduler, request: Request, num_new: int) -> bool:
+        """Whether chunk admission may start ``request`` now with ``num_new`` tokens (its pages are free)."""
+        return True
+
     def choose_victim(self, scheduler: Scheduler, running: Sequence[Request]) -> Request | None:
         """The request to lose pages; ``running``: the running ones this step may still preempt."""
         return max(running, key=lambda r: r.arrival_time, default=None)
