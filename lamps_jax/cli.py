@@ -192,6 +192,7 @@ def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]
         "score_step": words(args.score_step),
         "final_call": words(args.final_call),
         "enable_prefix_caching": [_on_off(v, "--prefix-caching") for v in words(args.prefix_caching)],
+        "max_model_len": [args.max_model_len],
     }
 
 
@@ -274,7 +275,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     compare = command("bench", "policies side by side on a trace (simulated, or real on a model)")
     compare.add_argument("--mode", choices=["sim", "real"], default="sim", help="simulated engine or a real model")
-    compare.add_argument("--trace", action="append", help="multi, one or a trace file (repeatable; default: both)")
+    compare.add_argument(
+        "--trace", action="append", help="multi, one, agent (coding-agent sessions) or a trace file (repeatable)"
+    )
     compare.add_argument("--rates", default="3,4,5,6", help="request rates (req/s)")
     compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank", help="policies to compare")
     compare.add_argument("--window", type=float, default=1800.0, help="arrival window in seconds (sim)")
@@ -300,6 +303,9 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--score-step", default="saturated", help="LAMPS score's iteration time: saturated, single")
     compare.add_argument("--prefix-caching", default="off", help="off or on: freed pages stay cached (sim; list)")
     compare.add_argument("--final-call", default="made", help="a trace's last call: made or dropped (sim; list)")
+    compare.add_argument(
+        "--max-model-len", type=int, default=2048, help="context limit (sim): requests and agent sessions are cut to it"
+    )
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
     compare.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds; several give mean ± 95%% CI")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from lamps_jax.bench.metrics import MemoryTrace, summarize
+from lamps_jax.bench.metrics import SLO, MemoryTrace, summarize
 from lamps_jax.engine import LLMEngine
 from lamps_jax.request import RequestOutput, RequestStatus, SamplingParams
 from lamps_jax.workload.spec import WorkloadRequest
@@ -41,9 +41,10 @@ class RunResult:
     wall_seconds: float
     window: float | None
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, slo: SLO | None = None, sessions: bool = False) -> dict[str, float]:
+        """``summarize``'s metrics (with goodput under ``slo``, session completion times) and the run's counts."""
         return (
-            summarize(self.outputs, self.duration, self.window)
+            summarize(self.outputs, self.duration, self.window, slo, sessions)
             | {
                 "memory_waste": self.memory.waste_share(),
                 "iterations": self.iterations,

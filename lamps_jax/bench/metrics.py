@@ -181,7 +181,8 @@ def summarize(
     done = [o for o in outputs if _completed(o)]
     e2e = [o.latency for o in done]
     ttft = [o.time_to_first_token for o in done if o.time_to_first_token is not None]
-    normalized = [(o.latency - api_time(o)) / o.num_generated_tokens for o in done if o.num_generated_tokens]
+    delay = [o.latency - api_time(o) for o in done]  # what the engine adds: E2E less the time in API calls
+    normalized = [d / o.num_generated_tokens for d, o in zip(delay, done) if o.num_generated_tokens]
     per_token = [t for t in map(time_per_output_token, done) if t is not None]
     generated = sum(o.num_generated_tokens for o in done)
     result = {
@@ -190,7 +191,9 @@ def summarize(
         "errors": len(outputs) - len(done),
         "preemptions": sum(preemptions(o) for o in outputs),
     }
-    result |= _summary("e2e", e2e) | _summary("ttft", ttft) | _summary("normalized", normalized)
+    result |= (
+        _summary("e2e", e2e) | _summary("ttft", ttft) | _summary("delay", delay) | _summary("normalized", normalized)
+    )
     result |= _summary("tpot", per_token)
     result |= {
         "throughput_rps": len(done) / duration if duration else 0.0,

@@ -38,6 +38,8 @@ AXIS_LABELS = {
     "final_call": "a trace's final API call",
     "max_model_len": "context limit (tokens)",
     "enable_prefix_caching": "prefix caching",
+    "slo_scale": "SLO (times the unloaded latency)",
+    "agent_token_scale": "agent sessions' token scale",
 }
 POLICY_STYLES = {
     "vllm": {"color": "tab:blue", "linestyle": "-", "marker": "o"},

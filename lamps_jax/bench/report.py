@@ -36,13 +36,16 @@ SETTING_UNITS = {"window": " s"}
 NONE_MEANS = {"kv_capacity_tokens": "the profile's"}  # what a None value stands for; elsewhere: not recorded
 BASELINES = ("infercept", "infercept_swap", "vllm", "sjf", "lamps_no_rank")
 SATURATION_BASELINES = ("vllm", "infercept", "infercept_swap", "sjf")  # the baselines a rate is measured against
+OURS_PLUS = "lamps_plus"  # in a run with LAMPS+, every other policy (its ablations aside) is its baseline
 
 TABLE_COLUMNS = (
     ("e2e_mean", "E2E mean s"),
     ("e2e_p99", "E2E p99 s"),
     ("ttft_mean", "TTFT mean s"),
     ("ttft_p99", "TTFT p99 s"),
+    ("delay_mean", "E2E-API mean s"),
     ("normalized_mean", "norm. s/token"),
+    ("goodput_rps", "goodput/s"),
     ("throughput_rps", "req/s"),
     ("memory_waste", "KV waste"),
     ("preemptions", "preempted"),
@@ -162,11 +165,12 @@ def markdown_table(rows: list[dict]) -> str:
     """Table 1: per point and policy, every metric as mean ± 95% CI half-width over seeds (the mean alone for one)."""
     rows = aggregate_seeds(rows)
     keys = point_keys(rows)
-    header = [POINT_TITLES.get(k, k) for k in keys] + ["policy"] + [t for _, t in TABLE_COLUMNS]
+    columns = [(k, t) for k, t in TABLE_COLUMNS if k not in OPTIONAL_COLUMNS or any(k in r for r in rows)]
+    header = [POINT_TITLES.get(k, k) for k in keys] + ["policy"] + [t for _, t in columns]
     lines = [row_line(header), "|" + "---|" * len(header)]
     for row in rows:
         point = [_point_text(k, row.get(k)) for k in keys]
-        lines.append(row_line(point + [row["policy"]] + [format_cell(row, k) for k, _ in TABLE_COLUMNS]))
+        lines.append(row_line(point + [row["policy"]] + [format_cell(row, k) for k, _ in columns]))
     return "\n".join(lines) + "\n"
 
 
@@ -230,6 +234,7 @@ def improvement_table(
     policy: str = "lamps",
     baselines: tuple[str, ...] = BASELINES,
     ttft_limit: float = 1.0,
+    saturation_baselines: tuple[str, ...] = SATURATION_BASELINES,
 ) -> str:
     """Table 2 (Markdown): ``paired_reductions`` as mean ± 95% CI half-width over the paired seeds.
 
@@ -241,7 +246,7 @@ def improvement_table(
     if not reductions:
         return ""
     keys = point_keys(rows)
-    saturation = saturation_rates(rows, SATURATION_BASELINES, ttft_limit)
+    saturation = saturation_rates(rows, saturation_baselines, ttft_limit)
     header = [POINT_TITLES.get(k, k) for k in keys] + ["of saturation", "vs"] + [t for _, t in REDUCTION_COLUMNS]
     lines = [row_line(header), "|" + "---|" * len(header)]
     for entry in reductions:
@@ -285,43 +290,64 @@ def metrics_caption(rows: list[dict]) -> str:
     counts = [r["seeds"] for r in aggregate_seeds(rows)]
     return (
         f"Table 1. Every metric per point and policy; cells: {interval_phrase(counts)}. E2E: end-to-end latency; "
-        "TTFT: time to first token; norm.: (E2E - API time) / generated tokens; req/s: finished requests per "
-        "second; KV waste: share of the KV memory-time held by requests paused for an API call; preempted: "
-        "times a running request was sent back, to wait (KV dropped) or to the host (KV swapped out); finished: "
-        "requests served to completion; n/r: not recorded in that row."
+        "TTFT: time to first token; E2E-API: E2E less the time in API calls (what the engine adds); norm.: "
+        "(E2E - API time) / generated tokens; goodput: finished requests per second that met the SLO (TTFT and "
+        "time per output token within slo_scale x an idle engine's at a max_model_len prompt); req/s: finished "
+        "requests per second; KV waste: share of the KV memory-time held by requests paused for an API call; "
+        "preempted: times a running request was sent back, to wait (KV dropped) or to the host (KV swapped out); "
+        "finished: requests served to completion; n/r: not recorded in that row."
     )
 
 
-def reduction_caption(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> str:
+def reduction_caption(
+    rows: list[dict],
+    policy: str = "lamps",
+    baselines: tuple[str, ...] = BASELINES,
+    saturation_baselines: tuple[str, ...] = SATURATION_BASELINES,
+) -> str:
     counts = [r["pairs"] for r in paired_reductions(rows, policy, baselines)] or [1]
     return (
         f"Table 2. Reduction of {policy}'s latency vs each baseline, (baseline - {policy}) / baseline, computed per "
         f"seed on paired runs (same point and seed); cells: {interval_phrase(counts)}; negative = {policy} is "
         "slower. of saturation: the rate as a fraction of the highest rate the strongest of "
-        f"{', '.join(SATURATION_BASELINES)} sustains (n/a: none saturates in the sweep)."
+        f"{', '.join(saturation_baselines)} sustains (n/a: none saturates in the sweep)."
     )
 
 
 def comparison_markdown(rows: list[dict], policy: str = "lamps", baselines: tuple[str, ...] = BASELINES) -> str:
     """Table 1 (every metric) and Table 2 (reductions vs the baselines), each after its caption and setting lines.
 
-    Without ``policy`` and a baseline in the rows, one line says why there is no Table 2.
+    In a run with LAMPS+ (``OURS_PLUS``), Table 2 is LAMPS+'s against every other policy of the run but its
+    ablations, and rates are measured against the strongest of them. Without ``policy`` and a baseline in the
+    rows, one line says why there is no Table 2.
     """
+    saturation_baselines = SATURATION_BASELINES
+    present = list(dict.fromkeys(r["policy"] for r in rows))
+    if policy == "lamps" and OURS_PLUS in present:
+        policy = OURS_PLUS
+        baselines = saturation_baselines = tuple(p for p in present if not p.startswith(OURS_PLUS))
     setting = setting_text(rows)
     parts = [f"{metrics_caption(rows)}\n{setting}\n", markdown_table(rows)]
-    reductions = improvement_table(rows, policy, baselines)
+    reductions = improvement_table(rows, policy, baselines, saturation_baselines=saturation_baselines)
     if reductions:
-        parts += [f"{reduction_caption(rows, policy, baselines)}\n{setting}\n", reductions]
+        caption = reduction_caption(rows, policy, baselines, saturation_baselines)
+        parts += [f"{caption}\n{setting}\n", reductions]
     else:
-        present = ", ".join(dict.fromkeys(r["policy"] for r in rows))
         parts.append(
             f"No Table 2 (reduction of {policy}'s latency vs the baselines): it needs {policy} and at least one of "
-            f"{', '.join(baselines)} in the run; this run has {present}.\n"
+            f"{', '.join(baselines)} in the run; this run has {', '.join(present)}.\n"
         )
     return "\n".join(parts)
 
 
-REQUIRED_KEYS = ("trace", "rate", "policy", *(k for k, _ in TABLE_COLUMNS), *(k for k, _ in REDUCTION_COLUMNS))
+OPTIONAL_COLUMNS = ("delay_mean", "goodput_rps")  # recorded from LAMPS+ on: shown when some row has them
+REQUIRED_KEYS = (
+    "trace",
+    "rate",
+    "policy",
+    *(k for k, _ in TABLE_COLUMNS if k not in OPTIONAL_COLUMNS),
+    *(k for k, _ in REDUCTION_COLUMNS),
+)
 
 
 def _describe(data: object) -> str:

@@ -26,16 +26,21 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lamps_jax.bench.harness import RunCurves, run_workload
+from lamps_jax.bench.metrics import DEFAULT_SLO_SCALE, slo_from_cost
 from lamps_jax.bench.wording import plural
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.policies import policy_class
 from lamps_jax.sim.engine import simulated_engine
+from lamps_jax.workload.agent_sessions import DEFAULT_TOKEN_SCALE, generate
 from lamps_jax.workload.arrivals import poisson_arrivals
 from lamps_jax.workload.spec import WorkloadRequest
 from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
 
 PAGE_SIZE = 16  # tokens per KV page of the simulated engine
+AGENT_TRACE = "agent"
+AGENT_POOL_SESSIONS = 400  # sessions generated once (seed AGENT_POOL_SEED); arrivals draw from them with replacement
+AGENT_POOL_SEED = 0
 
 
 def check_kv_capacity(tokens: int | None) -> None:
@@ -52,7 +57,7 @@ class SimPoint:
     """One simulated run. Every field is a setting a results table prints; docs/RESULTS.md ("Modelling
     choices") gives the reference code behind each default."""
 
-    trace: str  # "multi", "one" or a trace file
+    trace: str  # "multi", "one", "agent" (generated coding-agent sessions, one request each) or a trace file
     rate: float  # requests per second
     policy: str
     profile: str = "gptj-6b-a100"  # cost profile name or JSON file
@@ -72,6 +77,8 @@ class SimPoint:
     final_call: str = "made"  # a trace's last call: made (the reference driver) or dropped
     max_model_len: int = 2048  # GPT-J's context; requests are cut as the reference driver cuts them
     enable_prefix_caching: bool = False  # freed pages stay cached: a discarded context found on return is reused
+    slo_scale: float = DEFAULT_SLO_SCALE  # goodput's SLO: this many times the unloaded latency at max_model_len
+    agent_token_scale: float = DEFAULT_TOKEN_SCALE  # "agent": the factor on every token count of the sessions
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0):
@@ -125,15 +132,24 @@ class GridInterrupted(KeyboardInterrupt):
 
 @functools.cache
 def _trace_requests(
-    trace: str, final_call: str = "made", max_model_len: int | None = None
+    trace: str, final_call: str = "made", max_model_len: int | None = None, agent_token_scale: float = 1.0
 ) -> tuple[WorkloadRequest, ...]:
+    if trace == AGENT_TRACE:  # the arrivals draw from a fixed pool of sessions, as from a trace's requests
+        pool = generate(
+            AGENT_POOL_SESSIONS, AGENT_POOL_SEED, token_scale=agent_token_scale, max_context_tokens=max_model_len
+        )
+        return tuple(pool.requests)
     path = DEFAULT_TRACES.get(trace, trace)
     return tuple(load_trace(path, final_call=final_call, max_model_len=max_model_len))
 
 
+def _point_requests(point: SimPoint) -> tuple[WorkloadRequest, ...]:
+    return _trace_requests(point.trace, point.final_call, point.max_model_len, point.agent_token_scale)
+
+
 def _check_point(point: SimPoint) -> None:
     """Fails on a bad trace, profile, or a profile without KV capacity when the point gives none."""
-    _trace_requests(point.trace, point.final_call, point.max_model_len)
+    _point_requests(point)
     cost = load_cost_model(point.profile)
     if point.kv_capacity_tokens is None and cost.kv_capacity_tokens is None:
         raise ValueError(
@@ -151,10 +167,11 @@ def run_point(point: SimPoint) -> PointResult:
         page_size=PAGE_SIZE,
         max_model_len=point.max_model_len,
     )
-    requests = _trace_requests(point.trace, point.final_call, point.max_model_len)
-    arrivals = poisson_arrivals(requests, point.rate, point.window, point.seed)
+    arrivals = poisson_arrivals(_point_requests(point), point.rate, point.window, point.seed)
     result = run_workload(engine, arrivals, window=point.window, progress=False)
-    return PointResult(point, point.columns() | result.metrics(), result.curves())
+    slo = slo_from_cost(cost, point.max_model_len, point.slo_scale)
+    metrics = result.metrics(slo=slo, sessions=point.trace == AGENT_TRACE)
+    return PointResult(point, point.columns() | metrics, result.curves())
 
 
 def default_jobs() -> int:
