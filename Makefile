@@ -3,7 +3,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo reproduce sweeps test bench lint clean
+.PHONY: demo reproduce sweeps compare test bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,12 @@ sweeps: $(VENV)/.run-deps
 		--score-step saturated,single --output docs/results/choices/score_step
 	$(BIN)/lamps-jax bench --trace multi --rates 6 --window 300 --seeds $(SEEDS) --policies $(POLICIES) \
 		--prefix-caching off,on --output docs/results/choices/prefix_caching
+
+# LAMPS+ against today's peers (vllm_apc, infercept, infercept_swap, lamps, augserve, continuum, autellix) on both
+# traces and on coding-agent sessions, at 1, 1.25 and 1.5x the strongest peer's saturation rate, 5 seeds; ablations,
+# length noise and the goals table (docs/results/peers/goals.md).
+compare: $(VENV)/.run-deps
+	$(BIN)/lamps-jax bench-peers --output docs/results/peers
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest

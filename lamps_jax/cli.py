@@ -312,6 +312,13 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
     compare.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
+    peers = command("bench-peers", "LAMPS+ vs the peers at 1-1.5x the strongest peer's saturation (simulated)")
+    peers.add_argument("--workloads", default="multi,one,agent", help="multi, one and/or agent (coding-agent sessions)")
+    peers.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds (mean ± 95%% CI over them)")
+    peers.add_argument("--window", type=float, help="arrival window in seconds (default: each workload's own)")
+    peers.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    peers.add_argument("--output", type=Path, default=Path("bench_results/peers"), help="folder for the results")
+
     rerender = command("report", "re-render the tables and sweep plot of a bench's comparison.json")
     rerender.add_argument("json", type=Path, help="a comparison.json written by lamps-jax bench")
 
@@ -368,6 +375,14 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_sim_points(args)
     if args.command == "report" and not args.json.is_file():
         raise FileNotFoundError(f"no such file: {args.json}")
+    if args.command == "bench-peers":
+        from lamps_jax.bench.peer_comparison import WORKLOADS
+
+        unknown = [w for w in args.workloads.split(",") if w not in WORKLOADS]
+        if unknown:
+            raise ValueError(f"unknown workload {', '.join(unknown)}: choose from {', '.join(WORKLOADS)}")
+        if not _floats(args.seeds) or (args.window is not None and not args.window > 0):
+            raise ValueError("bench-peers needs at least one seed and a window > 0 seconds")
 
 
 def _check_sim_points(args: argparse.Namespace) -> None:
@@ -408,6 +423,11 @@ def _run(args: argparse.Namespace) -> None:
         from lamps_jax.bench.comparison import rerender
 
         rerender(args.json)
+    elif args.command == "bench-peers":
+        from lamps_jax.bench.peer_comparison import run_peer_comparison
+
+        seeds = [int(v) for v in _floats(args.seeds)]
+        run_peer_comparison(args.output, args.workloads.split(","), seeds, args.window, args.jobs)
     elif args.command == "bench-scheduler":
         from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
 

@@ -1,0 +1,143 @@
+"""``lamps-jax bench-peers``: LAMPS+ against today's peers, at loads set by the strongest peer's saturation.
+
+Per workload (the INFERCEPT traces ``multi`` and ``one``, and generated coding-agent sessions ``agent``), four
+stages on the simulated engine, each a grid of ``simulate_comparison`` with its own folder, tables and plots:
+
+1. ``saturation``: every peer on a rate sweep (seed 0). A peer sustains a rate while its mean TTFT stays within
+   1 s there and at every lower rate (``report.saturation_rates``); the strongest peer's highest such rate is the
+   workload's saturation rate.
+2. ``compare``: every peer and LAMPS+ at ``LOAD_FACTORS`` x that rate, on every seed.
+3. ``ablation``: LAMPS+ with each switch off in turn, at the middle load.
+4. ``noise``: LAMPS+ with oracle lengths and with ``NOISE`` relative noise on them, at every load.
+
+Then ``goals.md``: per workload and load, LAMPS+'s mean and p99 E2E against the best peer's, its goodput against
+the best peer's, and its noisy run against its oracle one, each with the issue's target and whether it is met.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamps_jax.bench.comparison import simulate_comparison
+from lamps_jax.bench.report import group_rows, saturation_rates
+from lamps_jax.bench.wording import print_written
+from lamps_jax.scheduler.policies.lamps_plus import SWITCHES
+
+PEERS = ("vllm_apc", "infercept", "infercept_swap", "lamps", "augserve", "continuum", "autellix")
+OURS = "lamps_plus"
+LOAD_FACTORS = (1.0, 1.25, 1.5)
+NOISE = 0.3  # relative noise of predicted lengths in the robustness check
+MEAN_E2E_TARGET = 0.85  # LAMPS+ mean E2E at most this fraction of the best peer's
+GOODPUT_TARGET = 1.3  # LAMPS+ goodput at least this multiple of the best peer's
+NOISE_TARGET = 0.10  # LAMPS+ with noisy lengths within this fraction of itself with oracle lengths
+
+
+@dataclass(frozen=True)
+class Workload:
+    trace: str
+    sweep: tuple[float, ...]  # the saturation sweep's rates (requests or sessions per second)
+    max_model_len: int
+    window: float  # arrival window, seconds
+
+
+WORKLOADS = {  # sweeps that saturate every peer (measured); 60 s windows, 30 s for agent sessions (hours each)
+    "multi": Workload("multi", (6, 8, 10, 12, 14, 16), 2048, 60.0),
+    "one": Workload("one", (10, 15, 20, 25, 30), 2048, 60.0),
+    "agent": Workload("agent", (4, 8, 16, 24, 32), 8192, 30.0),
+}
+
+
+def run_peer_comparison(
+    output_dir: Path,
+    workloads: Sequence[str] = tuple(WORKLOADS),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    window: float | None = None,
+    jobs: int | None = None,
+) -> list[str]:
+    """Runs the four stages per workload under ``output_dir/<workload>/<stage>`` (arrival window: ``window``
+    seconds, else the workload's own); returns the goals table's lines."""
+    lines = []
+    for name in workloads:
+        workload = WORKLOADS[name]
+        fixed = {
+            "trace": [workload.trace],
+            "window": [window or workload.window],
+            "max_model_len": [workload.max_model_len],
+        }
+        folder = output_dir / name
+        print(f"\n== {name}: saturation sweep of {', '.join(PEERS)} ==")
+        swept = simulate_comparison(list(PEERS), (0,), jobs, folder / "saturation", rate=workload.sweep, **fixed)
+        saturated = saturation_rates(swept, PEERS)
+        if not saturated:
+            lines.append(f"| {name} | - | no peer saturates within {workload.sweep} req/s: widen the sweep |")
+            continue
+        peer, rate = next(iter(saturated.values()))
+        rates = [round(rate * f, 3) for f in LOAD_FACTORS]
+        print(f"\n== {name}: {peer} sustains {rate:g}/s; {OURS} and the peers at {rates} ==")
+        compared = simulate_comparison([*PEERS, OURS], seeds, jobs, folder / "compare", rate=rates, **fixed)
+        print(f"\n== {name}: {OURS} ablations at {rates[1]}/s ==")
+        ablations = [OURS, *(f"{OURS}-no_{s}" for s in SWITCHES)]
+        simulate_comparison(ablations, seeds, jobs, folder / "ablation", rate=[rates[1]], **fixed)
+        print(f"\n== {name}: {OURS} with {NOISE:.0%} length noise ==")
+        noise = [0.0, NOISE]
+        noisy = simulate_comparison([OURS], seeds, jobs, folder / "noise", rate=rates, length_noise=noise, **fixed)
+        lines += goal_lines(name, peer, rate, compared, noisy)
+    table = goals_table(lines)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "goals.md").write_text(table)
+    print("\n" + table)
+    print_written([output_dir / "goals.md"])
+    return lines
+
+
+def _means(rows: list[dict], metric: str) -> dict[tuple, float]:
+    """Per (rate, policy, noise): the metric's mean over seeds."""
+    groups = group_rows(rows, ["rate", "policy", "length_noise"])
+    return {key: statistics.fmean(r[metric] for r in group) for key, group in groups.items()}
+
+
+def goal_lines(name: str, peer: str, rate: float, compared: list[dict], noisy: list[dict]) -> list[str]:
+    """One Markdown row per load: LAMPS+ against the best peer on each goal."""
+    e2e, p99, goodput = (_means(compared, m) for m in ("e2e_mean", "e2e_p99", "goodput_rps"))
+    noise_e2e = _means(noisy, "e2e_mean")
+    lines = []
+    for factor, load in zip(LOAD_FACTORS, sorted({k[0] for k in e2e})):
+        peers = {p: (e2e[(load, p, 0.0)], p99[(load, p, 0.0)], goodput[(load, p, 0.0)]) for p in PEERS}
+        best_mean = min(peers, key=lambda p: peers[p][0])
+        best_p99 = min(peers, key=lambda p: peers[p][1])
+        best_goodput = max(peers, key=lambda p: peers[p][2])
+        ours = (e2e[(load, OURS, 0.0)], p99[(load, OURS, 0.0)], goodput[(load, OURS, 0.0)])
+        mean_ratio = ours[0] / peers[best_mean][0]
+        goodput_ratio = ours[2] / peers[best_goodput][2] if peers[best_goodput][2] else float("inf")
+        drift = noise_e2e[(load, OURS, NOISE)] / noise_e2e[(load, OURS, 0.0)] - 1
+        cells = [
+            name,
+            f"{factor:g}x {peer}'s {rate:g} = {load:g}/s",
+            f"{ours[0]:.4g} vs {best_mean} {peers[best_mean][0]:.4g}: {mean_ratio:.3f} "
+            f"{_mark(mean_ratio <= MEAN_E2E_TARGET)}",
+            f"{ours[1]:.4g} vs {best_p99} {peers[best_p99][1]:.4g} {_mark(ours[1] <= peers[best_p99][1])}",
+            f"{ours[2]:.3g} vs {best_goodput} {peers[best_goodput][2]:.3g}: {goodput_ratio:.2f}x "
+            f"{_mark(goodput_ratio >= GOODPUT_TARGET)}",
+            f"{drift:+.1%} {_mark(abs(drift) <= NOISE_TARGET)}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mark(met: bool) -> str:
+    return "(met)" if met else "(missed)"
+
+
+def goals_table(lines: list[str]) -> str:
+    caption = (
+        f"Goals. {OURS} against the best of {', '.join(PEERS)} per metric (each metric's best peer may differ), "
+        f"means over the seeds of the compare stage. Targets: mean E2E <= {MEAN_E2E_TARGET}x the best peer's; "
+        f"p99 E2E <= the best peer's; goodput >= {GOODPUT_TARGET}x the best peer's; with {NOISE:.0%} length noise, "
+        f"mean E2E within {NOISE_TARGET:.0%} of {OURS} with oracle lengths. Load: a multiple of the rate the "
+        "strongest peer sustains (mean TTFT <= 1 s) in the saturation stage."
+    )
+    header = "| workload | load | mean E2E s | p99 E2E s | goodput/s | noise drift |\n|---|---|---|---|---|---|\n"
+    return f"{caption}\n\n{header}" + "\n".join(lines) + "\n"
