@@ -2,16 +2,28 @@
 
 Each switch is one idea, on in ``lamps_plus`` and off in ``lamps_plus-no_<switch>`` (the ablation):
 
-- ``aging``: the waiting order is the LAMPS score less ``AGING_TOKENS_PER_S`` x the seconds waited, instead
-  of LAMPS's promotion of requests passed over 100 iterations (which, past saturation, admits old requests in
-  bursts and preempts running ones). A linear term keeps a static heap key: score - a x (now - t_enqueue)
-  orders requests as score + a x t_enqueue does, whatever ``now`` is.
-- ``reserve``: chunk admission starts a request only when the free pages also cover what the running
-  requests are predicted to grow to before their next call (their predicted decode length), so it does not
-  admit requests it must preempt a few iterations later. With nothing running it admits anyway.
+- ``aging``: the waiting order is the LAMPS score in units of a typical score, plus the arrival in the queue in
+  units of ``AGING_HORIZON_S``: key = score / typical + t_enqueue / H, instead of LAMPS's promotion of requests
+  passed over 100 iterations (which, past saturation, admits old requests in bursts and preempts running ones).
+  A waiting request thus makes up one typical score every H seconds it waits, whatever the scale of the scores
+  (a fixed exchange rate in token-seconds per second ages a trace of small scores far harder than one of large
+  scores). The typical score is the geometric mean of the recent scores (an exponential moving average of their
+  logarithm over about ``SCORE_EMA_PLANS`` plans); dividing the score by it, rather than multiplying the time
+  by it, keeps the heap keys comparable when it drifts: a key is fixed when the request is queued, and
+  key_i - key_j = score_i / typical_i - score_j / typical_j + (t_i - t_j) / H moves by a few percent of a
+  score, not by the time since the start.
+- ``reserve``: chunk admission starts a request only when the free pages also cover what every running request
+  is predicted to grow in its next ``RESERVE_HORIZON_TOKENS`` decode steps (up to its predicted length at its
+  next call), plus the same for the request admitted, so it does not admit requests it must preempt a few
+  iterations later (LAMPS preempts, and recomputes, over a thousand requests in five minutes past saturation).
+  Reserving each running request's whole predicted growth to its next call instead holds pages for growth
+  seconds away, while requests that pause or finish free pages every iteration: fewer requests run and the
+  mean latency rises. With nothing running it admits anyway.
 - ``reconsider``: every iteration, while requests wait, a preserved paused request whose call is predicted to
   run on (its remaining time given the time elapsed) is moved to the cheaper of Swap and Discard when that
-  is cheaper than keeping its pages for the rest of the call.
+  is cheaper than keeping its pages for the rest of the call. It matters when call durations are predicted
+  (``api_time_source="type_mean"``): with the true durations (``oracle``) the strategy fixed at the call's
+  start already knew how long it would last.
 """
 
 from __future__ import annotations
@@ -27,10 +39,18 @@ from lamps_jax.scheduler.policies.lamps import LampsPolicy
 from lamps_jax.scheduler.waste import cheapest_strategy
 
 SWITCHES = ("aging", "reserve", "reconsider")
-AGING_TOKENS_PER_S = 2000.0  # score (token-seconds of KV) a waiting request makes up per second it waits
-AGING_KIND = "linear"
-AGING_TAU_S = 10.0
-RESERVE_HORIZON = 0
+# Seconds of waiting that make up one typical score. Half the light-load mean E2E of the multi-API trace
+# (~62 s, mostly API time): a request passed over for longer than a request's usual lifetime overtakes ones of
+# a few typical scores. Chosen on seeds 0-1 from 10, 30 and 60 s (10 s trades 2-3% of mean E2E for a lower p99
+# TTFT; 60 s ages too little to move the p99); checked on seeds 2-3.
+AGING_HORIZON_S = 30.0
+# Plans averaged into the typical score: a few hundred (tens of seconds of traffic at saturation), so that one
+# outlier does not move it and a change of workload does within a minute.
+SCORE_EMA_PLANS = 256
+# Decode steps of growth reserved per running request: 64 tokens = 4 pages of 16, ~1.8 s of saturated iterations
+# (f(B) = 27.8 ms on gptj-6b-a100), in which requests that pause or finish free pages. Chosen on seeds 0-1 from
+# 16, 64 and unbounded (the whole growth to the next call); checked on seeds 2-3.
+RESERVE_HORIZON_TOKENS = 64
 
 
 def parse_switches(policy_name: str) -> frozenset[str]:
@@ -56,18 +76,22 @@ class LampsPlusPolicy(LampsPolicy):
         if "aging" in self.switches:
             self.starvation_threshold = None
         self._predicted_end: weakref.WeakKeyDictionary[Request, int] = weakref.WeakKeyDictionary()  # at its next call
+        self._log_score: float | None = None  # moving average of log(score): the typical score, for aging
         self._reserved_pages: int | None = None  # the running requests' predicted growth, this iteration
 
     # ---- ranking ----------------------------------------------------------------------------
     def waiting_key(self, request: Request) -> tuple:
         if "aging" not in self.switches:
             return super().waiting_key(request)
-        if AGING_KIND == "log":
-            return (math.log(max(request.priority, 1.0)) + request.events[-1][1] / AGING_TAU_S,)
-        return (request.priority + AGING_TOKENS_PER_S * request.events[-1][1],)
+        typical = math.exp(self._log_score or 0.0)  # every queued request was planned first
+        return (request.priority / typical + request.events[-1][1] / AGING_HORIZON_S,)
 
     def plan(self, request: Request, scheduler) -> None:
         super().plan(request, scheduler)
+        log_score = math.log(max(request.priority, 1.0))  # a score below 1 token-second counts as 1
+        if self._log_score is None:
+            self._log_score = log_score
+        self._log_score += (log_score - self._log_score) / SCORE_EMA_PLANS
         f = forecast(request, self.lengths, self.api_time)
         self._predicted_end[request] = f.context + f.pre_api_tokens
 
@@ -90,10 +114,10 @@ class LampsPlusPolicy(LampsPolicy):
         return True
 
     def _growth(self, scheduler, request: Request) -> int:
-        """Pages the request still needs to reach its predicted length at its next call."""
+        """Pages the request needs for its next ``RESERVE_HORIZON_TOKENS`` tokens, up to its predicted length at
+        its next call."""
         end = max(self._predicted_end.get(request, request.num_tokens), request.num_tokens)
-        if RESERVE_HORIZON:
-            end = min(end, request.num_tokens + RESERVE_HORIZON)
+        end = min(end, request.num_tokens + RESERVE_HORIZON_TOKENS)
         return max(0, scheduler.pages_for(end) - len(request.page_ids))
 
     # ---- paused requests --------------------------------------------------------------------
