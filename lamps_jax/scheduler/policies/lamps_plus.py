@@ -21,7 +21,8 @@ Each switch is one idea, on in ``lamps_plus`` and off in ``lamps_plus-no_<switch
   mean latency rises. With nothing running it admits anyway.
 - ``reconsider``: every iteration, while requests wait, a preserved paused request whose call is predicted to
   run on (its remaining time given the time elapsed) is moved to the cheaper of Swap and Discard when that
-  is cheaper than keeping its pages for the rest of the call. It matters when call durations are predicted
+  is cheaper than keeping its pages for the rest of the call (a call past its type's mean is expected to run
+  on as long as it has run). It matters when call durations are predicted
   (``api_time_source="type_mean"``): with the true durations (``oracle``) the strategy fixed at the call's
   start already knew how long it would last.
 """
@@ -127,7 +128,7 @@ class LampsPlusPolicy(LampsPolicy):
         for request in list(scheduler.paused.values()):
             if request.strategy is not KVStrategy.PRESERVE or not request.page_ids or request.api_call is None:
                 continue
-            remaining = self.remaining_api_time(request.api_call, now - request.events[-1][1])
+            remaining = self._remaining(request.api_call, now - request.events[-1][1])
             if remaining <= 0:  # returning now (an oracle duration already passed)
                 continue
             tokens = len(request.page_ids) * scheduler.page_size
@@ -144,3 +145,13 @@ class LampsPlusPolicy(LampsPolicy):
                 scheduler.discard_paused(request)
             elif best is KVStrategy.SWAP:
                 scheduler.swap_paused(request)
+
+    def _remaining(self, call, elapsed: float) -> float:
+        """A call's remaining time given the time it has run: the oracle's, else the residual life of the type's
+        observed durations, and at least ``elapsed`` once the call has run past its type's mean (a call that
+        overruns every precedent is as likely to run on as long again as to end now: Lindy's estimate for
+        heavy-tailed durations, where the residual-life mean would say it ends at once)."""
+        remaining = self.remaining_api_time(call, elapsed)
+        if self.config.api_time_source == "oracle" and call.duration is not None:
+            return remaining
+        return max(remaining, elapsed) if elapsed > self.api_times.predict(call.name) else remaining
