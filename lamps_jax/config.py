@@ -158,7 +158,8 @@ SWAP_BUDGETS = ("fixed", "infercept", "overlap", "unlimited")
 API_TIME_SOURCES = ("type_mean", "oracle")
 STARVATION_SCOPES = ("started", "all")
 SCORE_STEPS = ("saturated", "single")
-PREFIX_CACHING_POLICIES = ("vllm_apc",)  # policies that are a system with prefix caching on: the config turns it on
+# Policies of systems built on vLLM v1, which runs with prefix caching on by default: the config turns it on.
+PREFIX_CACHING_POLICIES = ("vllm_apc", "continuum")
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class SchedulerConfig:
         if not 0 < self.adaptive_budget_floor <= 1:
             raise ValueError(f"adaptive_budget_floor must be in (0, 1], got {self.adaptive_budget_floor}")
         if self.policy in PREFIX_CACHING_POLICIES and not self.enable_prefix_caching:
-            object.__setattr__(self, "enable_prefix_caching", True)  # vllm_apc is vLLM v1 with prefix caching on
+            object.__setattr__(self, "enable_prefix_caching", True)
 
     @property
     def max_step_tokens(self) -> int:

@@ -26,7 +26,8 @@ Guesses (the paper's formula was not at hand):
   only point; with ``api_time_source="oracle"`` the call's true duration is the only point;
 - a pinned request is never a preemption victim (vLLM v1 preempts running requests: the latest program's first);
   a preempted request goes back to the front of the queue (vLLM v1's ``prepend_request``);
-- prefix caching is left to ``SchedulerConfig.enable_prefix_caching`` (vLLM v1 turns it on by default).
+- prefix caching on, as vLLM v1 runs by default (``config.PREFIX_CACHING_POLICIES``): a released pin's full pages
+  stay cached until evicted.
 """
 
 from __future__ import annotations
