@@ -4,21 +4,15 @@ on the simulated engine (no JAX)."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import pytest
 
-from lamps_jax.bench.comparison import exact_poisson_arrivals, scaled_request
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus, SamplingParams, Segment
-from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.scheduler.policies.continuum import choose_ttl
 from lamps_jax.scheduler.scheduler import Scheduler
-from lamps_jax.sim.engine import simulated_engine
-from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
-from tests.scheduler.test_policies import VARIANTS, make, plain, scripted
-from tests.scheduler.test_progress import _random_conversations_finish
+from tests.scheduler.test_policies import make, plain, scripted
 from tests.scheduler.test_scheduler import fake_run
 
 PEERS = ["continuum", "autellix", "augserve", "vllm_apc"]
@@ -330,99 +324,3 @@ def test_vllm_apc_queues_a_returned_call_behind_later_arrivals_and_preempts_the_
 
 
 # ---- progress -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("policy", PEERS)
-def test_random_runs_with_api_calls_finish_and_free_every_page(policy: str, seed: int) -> None:
-    """test_policies's random runs (30 requests of 0-2 calls on 60 pages, calls returning 0-5 iterations later),
-    with prefix sharing allowed in the page check (vllm_apc shares cached pages between requests)."""
-    rng = random.Random(seed)
-    s = make(
-        policy, num_pages=60, max_num_seqs=6, budget=24, num_host_pages=30, starvation_threshold=20, **VARIANTS[seed]
-    )
-    requests = []
-    for i in range(30):
-        segments = [
-            Segment(
-                rng.randint(1, 6), ApiCall(rng.choice("ab"), duration=0.0, result_token_ids=(3,) * rng.randint(0, 6))
-            )
-            for _ in range(rng.randint(0, 2))
-        ] + [Segment(rng.randint(1, 6))]
-        requests.append(scripted(str(i), rng.randint(1, 40), segments, arrival=float(i)))
-        s.add_request(requests[-1])
-    returns: dict[str, int] = {}
-    for iteration in range(20_000):
-        if not s.has_unfinished():
-            break
-        for req_id in [r for r, due in returns.items() if due <= iteration]:
-            del returns[req_id]
-            s.resume(req_id, [3] * rng.randint(0, 4))
-        for r in step(s):
-            if r.request.status is RequestStatus.PAUSED_API and r.req_id not in returns:
-                returns[r.req_id] = iteration + rng.randint(0, 5)
-    assert not s.has_unfinished() and all(r.is_finished for r in requests)
-    assert s.page_pool.num_free == s.page_pool.num_usable and s.host_pool.num_free == s.host_pool.num_usable
-
-
-@pytest.mark.parametrize("policy", PEERS)
-def test_peers_finish_requests_that_outgrow_the_kv_memory_together(policy: str) -> None:
-    """test_progress's scaled multi-API trace on 32 device pages: every request ends and every page is free."""
-    requests = [scaled_request(r, 96, 24, 0.02) for r in load_trace(DEFAULT_TRACES["multi"])]
-    arrivals = exact_poisson_arrivals(requests, 1.0, 10, seed=0)
-    config = SchedulerConfig(policy=policy, max_num_seqs=16, num_host_pages=256)
-    engine = simulated_engine(load_cost_model("gptj-6b-a100"), config, kv_capacity_tokens=31 * 16, max_model_len=1024)
-    for index, request in enumerate(arrivals):
-        engine.add_request(
-            [1 + index] * request.prompt_tokens,
-            SamplingParams(ignore_eos=True),
-            request.request_id,
-            request.segments,
-            arrival_time=request.arrival_time,
-        )
-    finished = []
-    for _ in range(200_000):
-        if not engine.has_unfinished_requests():
-            break
-        finished += engine.step()
-        engine.wait_for_work()
-    assert len(finished) == 10 and {o.finish_reason for o in finished} == {"stop"}
-    assert engine.page_pool.num_free == engine.page_pool.num_usable
-
-
-@pytest.mark.parametrize("policy", PEERS)
-def test_peers_finish_conversations_whose_kept_kv_outgrows_the_kv_memory(policy: str) -> None:
-    """test_progress's four conversations of three turns on 24 device pages, each turn sent as the last ends."""
-    config = SchedulerConfig(policy=policy, max_num_seqs=8, num_host_pages=64)
-    engine = simulated_engine(load_cost_model("gptj-6b-a100"), config, kv_capacity_tokens=23 * 16, max_model_len=1024)
-    turns_left = {f"s{index}": 3 for index in range(4)}
-    params = SamplingParams(ignore_eos=True, max_tokens=40)
-
-    def send_turn(session: str) -> None:
-        kept = engine.session_tokens(session) or []
-        engine.add_request(kept + [7] * 30, params, f"{session}-{turns_left[session]}", session_id=session)
-        turns_left[session] -= 1
-
-    for session in turns_left:
-        send_turn(session)
-    finished = []
-    for _ in range(100_000):
-        if not engine.has_unfinished_requests():
-            break
-        for output in engine.step():
-            finished.append(output)
-            session = output.req_id.split("-")[0]
-            if turns_left[session]:
-                send_turn(session)
-        engine.wait_for_work()
-    assert len(finished) == 12 and {o.finish_reason for o in finished} == {"length"}
-    for session in turns_left:
-        engine.release_session(session)
-    assert engine.page_pool.num_free == engine.page_pool.num_usable
-
-
-@pytest.mark.parametrize("policy", PEERS)
-def test_peers_finish_random_conversations_with_think_times_on_a_small_kv_memory(policy: str) -> None:
-    """test_progress's seeded mixes of conversations with a pause before each next turn, on 23 device pages."""
-    stalled = [seed for seed in range(60) if not _random_conversations_finish(policy, random.Random(seed))]
-    assert stalled == []

@@ -1,4 +1,5 @@
-"""Forward progress under memory pressure: a workload whose running requests cannot all fit still finishes."""
+"""Forward progress under memory pressure, for every policy: a workload whose running requests cannot all fit still
+finishes, and every page is free at the end."""
 
 from __future__ import annotations
 
@@ -14,8 +15,20 @@ from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.sim.engine import simulated_engine
 from lamps_jax.workload.traces import DEFAULT_TRACES, load_trace
 
+POLICIES = [
+    "infercept",
+    "infercept_swap",
+    "lamps",
+    "vllm",
+    "continuum",
+    "autellix",
+    "augserve",
+    "vllm_apc",
+    "lamps_plus",
+]
 
-@pytest.mark.parametrize("policy", ["infercept", "infercept_swap", "lamps", "vllm"])
+
+@pytest.mark.parametrize("policy", POLICIES)
 def test_requests_that_outgrow_the_kv_memory_together_all_finish(policy: str) -> None:
     """The scaled multi-API trace of ``make demo`` on 32 device pages: two requests that each needed one more
     page took turns evicting each other's tail to the host for ever under INFERCEPT (neither ever ran)."""
@@ -41,7 +54,7 @@ def test_requests_that_outgrow_the_kv_memory_together_all_finish(policy: str) ->
     assert engine.page_pool.num_free == engine.page_pool.num_usable
 
 
-@pytest.mark.parametrize("policy", ["infercept", "infercept_swap", "lamps", "vllm"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_conversations_whose_kept_kv_outgrows_the_kv_memory_all_finish(policy: str) -> None:
     """Four conversations of three turns on 24 device pages, each turn sent as soon as the last one ends: a
     turn that adopted its session's kept KV waited beside a running request short of pages, and neither could
@@ -107,7 +120,7 @@ def _run_to_completion(engine, max_steps: int = 10_000) -> list:
     raise AssertionError(f"requests left unfinished after {max_steps} steps")
 
 
-@pytest.mark.parametrize("policy", ["infercept", "infercept_swap", "lamps", "vllm"])
+@pytest.mark.parametrize("policy", POLICIES)
 def test_random_conversations_with_think_times_on_a_small_kv_memory_all_finish(policy: str) -> None:
     """60 seeded mixes of conversations (2-6 of 1-4 turns, a random pause before each next turn) on 23 device
     pages with 64-token chunks. Under INFERCEPT, seeds 16 and 37 had a running request swap its own tail out and
