@@ -216,7 +216,7 @@ def test_augserve_rescores_with_the_length_a_call_returned() -> None:
     assert [q.req_id for q in s.waiting] == ["w", "r"]
     assert s.policy.returned_tokens("search") == 300 and s.policy.in_flight == {}
     later = scripted("later", 20, [Segment(2, ApiCall("search", result_token_ids=(4,) * 10)), Segment(5)])
-    assert s.policy.stage_one(later).returned_tokens == 300  # the next call of the type is predicted from it
+    assert s.policy.forecast_next(later).returned_tokens == 300  # the next call of the type is predicted from it
 
 
 def test_augserve_plans_and_rescores_each_call_on_its_own() -> None:

@@ -33,7 +33,6 @@ from lamps_jax.request import ApiCall, KVStrategy, Request
 from lamps_jax.scheduler.cost_model import CostModel
 from lamps_jax.scheduler.policies.forecast import Forecast, forecast
 from lamps_jax.scheduler.policies.lamps import LampsPolicy
-from lamps_jax.scheduler.waste import cheapest_strategy, memory_time_score
 
 
 class AugServePolicy(LampsPolicy):
@@ -48,8 +47,8 @@ class AugServePolicy(LampsPolicy):
         calls, tokens = self.returned.get(api_type, (0, 0))
         return round(tokens / calls) if calls else 0
 
-    def stage_one(self, request: Request) -> Forecast:
-        """LAMPS's forecast with every call's returned tokens predicted instead of read off the script."""
+    def forecast_next(self, request: Request) -> Forecast:
+        """Stage I: LAMPS's forecast with every call's returned tokens predicted instead of read off the script."""
         f = forecast(request, self.lengths, self.api_time)
         if f.api_type is None:
             return f
@@ -58,32 +57,6 @@ class AugServePolicy(LampsPolicy):
         post = self.lengths.predict(decoded, f"{request.req_id}:{request.segment_index}:post") if decoded else 0
         returned = sum(self.returned_tokens(s.api_call.name) for s in later if s.api_call is not None)
         return dataclasses.replace(f, returned_tokens=self.returned_tokens(f.api_type), post_api_tokens=post + returned)
-
-    def plan(self, request: Request, scheduler) -> None:
-        f = self.stage_one(request)
-        strategy = None
-        if f.api_type is not None:
-            running = sum(r.num_tokens for r in scheduler.running if r is not request)
-            strategy = cheapest_strategy(
-                context=f.context + f.pre_api_tokens,
-                api_time=f.api_time,
-                other_context=running,
-                batch_context=running + f.context + f.pre_api_tokens,
-                cost=self.cost,
-                allow_swap=scheduler.host_pool is not None,
-                running_tokens=len(scheduler.running),
-            )
-        request.planned_strategy = strategy
-        request.priority = memory_time_score(
-            f.context,
-            f.pre_api_tokens,
-            f.api_time,
-            f.returned_tokens,
-            f.post_api_tokens,
-            strategy or KVStrategy.PRESERVE,
-            self.cost,
-            step_time=self.score_step_time,
-        )
 
     def strategy_for_call(self, request: Request, call: ApiCall, scheduler) -> KVStrategy:
         if request.req_id in scheduler.requests:  # not a session's parked stand-in

@@ -24,7 +24,7 @@ from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.cost_model import CostModel
 from lamps_jax.scheduler.policies.base import Policy, cheapest_strategy_now
-from lamps_jax.scheduler.policies.forecast import forecast
+from lamps_jax.scheduler.policies.forecast import Forecast, forecast
 from lamps_jax.scheduler.predictors import NoisyOraclePredictor
 from lamps_jax.scheduler.waste import cheapest_strategy, memory_time_score
 
@@ -44,9 +44,13 @@ class LampsPolicy(Policy):
     def waiting_key(self, request: Request) -> tuple:
         return (request.priority if self.rank else request.arrival_time,)
 
+    def forecast_next(self, request: Request) -> Forecast:
+        """What the policy believes about the request's next segment and call."""
+        return forecast(request, self.lengths, self.api_time)
+
     def plan(self, request: Request, scheduler) -> None:
         """Forecasts the request's next call, fixes its strategy and caches its score."""
-        f = forecast(request, self.lengths, self.api_time)
+        f = self.forecast_next(request)
         strategy = None
         if f.api_type is not None:
             running = sum(r.num_tokens for r in scheduler.running if r is not request)

@@ -35,7 +35,6 @@ import weakref
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import KVStrategy, Request
 from lamps_jax.scheduler.cost_model import CostModel
-from lamps_jax.scheduler.policies.forecast import forecast
 from lamps_jax.scheduler.policies.lamps import LampsPolicy
 from lamps_jax.scheduler.waste import cheapest_strategy
 
@@ -93,7 +92,7 @@ class LampsPlusPolicy(LampsPolicy):
         if self._log_score is None:
             self._log_score = log_score
         self._log_score += (log_score - self._log_score) / SCORE_EMA_PLANS
-        f = forecast(request, self.lengths, self.api_time)
+        f = self.forecast_next(request)
         self._predicted_end[request] = f.context + f.pre_api_tokens
 
     # ---- admission --------------------------------------------------------------------------
