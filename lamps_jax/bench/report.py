@@ -318,14 +318,16 @@ def comparison_markdown(rows: list[dict], policy: str = "lamps", baselines: tupl
     """Table 1 (every metric) and Table 2 (reductions vs the baselines), each after its caption and setting lines.
 
     In a run with LAMPS+ (``OURS_PLUS``), Table 2 is LAMPS+'s against every other policy of the run but its
-    ablations, and rates are measured against the strongest of them. Without ``policy`` and a baseline in the
-    rows, one line says why there is no Table 2.
+    ablations (against its ablations when there is no other), and rates are measured against the strongest of
+    them. Without ``policy`` and a baseline in the rows, one line says why there is no Table 2.
     """
     saturation_baselines = SATURATION_BASELINES
     present = list(dict.fromkeys(r["policy"] for r in rows))
     if policy == "lamps" and OURS_PLUS in present:
         policy = OURS_PLUS
-        baselines = saturation_baselines = tuple(p for p in present if not p.startswith(OURS_PLUS))
+        others = tuple(p for p in present if not p.startswith(OURS_PLUS))
+        ablations = tuple(p for p in present if p.startswith(f"{OURS_PLUS}-"))
+        baselines = saturation_baselines = others or ablations  # a run of LAMPS+ alone: against its ablations
     setting = setting_text(rows)
     parts = [f"{metrics_caption(rows)}\n{setting}\n", markdown_table(rows)]
     reductions = improvement_table(rows, policy, baselines, saturation_baselines=saturation_baselines)
