@@ -404,24 +404,12 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def _default_sigint() -> None:
-    """In the server's process, before it starts: SIGINT as by default, even when this process ignores it (as
-    one started in the background by a non-interactive shell does), so that the server's graceful shutdown runs."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @contextmanager
 def spawned_server(command: list[str], url: str, health_timeout: float) -> Iterator[None]:
     """Runs ``command`` (a server that will listen at ``url``) until the block ends; raises ``BenchServeError``
     when it exits or does not answer /health within ``health_timeout`` seconds, naming its last output."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_default_sigint,
-        )
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_healthy(url, process, health_timeout, log)
             yield

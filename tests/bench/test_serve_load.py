@@ -177,7 +177,9 @@ def test_a_server_that_never_answers_health_is_stopped_and_named() -> None:
     with free_socket() as sock:
         url = "http://{}:{}".format(*sock.getsockname())
     start = time.monotonic()
-    command = [sys.executable, "-c", "import time; print('loading weights', flush=True); time.sleep(60)"]
+    # SIGINT as uvicorn takes it, even where this test runs with SIGINT ignored (a background job)
+    stand_in = "import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    command = [sys.executable, "-c", stand_in + "print('loading weights', flush=True); time.sleep(60)"]
     expected = r"did not answer /health within 1 s:\nloading weights"
     with pytest.raises(BenchServeError, match=expected), spawned_server(command, url, health_timeout=1.0):
         pytest.fail("the server is not healthy")
