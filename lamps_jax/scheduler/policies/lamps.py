@@ -48,8 +48,8 @@ class LampsPolicy(Policy):
         """What the policy believes about the request's next segment and call."""
         return forecast(request, self.lengths, self.api_time)
 
-    def plan(self, request: Request, scheduler) -> None:
-        """Forecasts the request's next call, fixes its strategy and caches its score."""
+    def plan(self, request: Request, scheduler) -> Forecast:
+        """Forecasts the request's next call, fixes its strategy and caches its score; returns the forecast."""
         f = self.forecast_next(request)
         strategy = None
         if f.api_type is not None:
@@ -74,6 +74,7 @@ class LampsPolicy(Policy):
             self.cost,
             step_time=self.score_step_time,
         )
+        return f
 
     def enqueue(self, scheduler, request: Request, reason: str) -> None:
         if reason == "arrival":

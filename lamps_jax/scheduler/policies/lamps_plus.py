@@ -35,6 +35,7 @@ import weakref
 from lamps_jax.config import SchedulerConfig
 from lamps_jax.request import KVStrategy, Request
 from lamps_jax.scheduler.cost_model import CostModel
+from lamps_jax.scheduler.policies.forecast import Forecast
 from lamps_jax.scheduler.policies.lamps import LampsPolicy
 from lamps_jax.scheduler.waste import cheapest_strategy
 
@@ -86,14 +87,14 @@ class LampsPlusPolicy(LampsPolicy):
         typical = math.exp(self._log_score or 0.0)  # every queued request was planned first
         return (request.priority / typical + request.events[-1][1] / AGING_HORIZON_S,)
 
-    def plan(self, request: Request, scheduler) -> None:
-        super().plan(request, scheduler)
+    def plan(self, request: Request, scheduler) -> Forecast:
+        f = super().plan(request, scheduler)
         log_score = math.log(max(request.priority, 1.0))  # a score below 1 token-second counts as 1
         if self._log_score is None:
             self._log_score = log_score
         self._log_score += (log_score - self._log_score) / SCORE_EMA_PLANS
-        f = self.forecast_next(request)
         self._predicted_end[request] = f.context + f.pre_api_tokens
+        return f
 
     # ---- admission --------------------------------------------------------------------------
     def on_iteration(self, scheduler) -> None:
