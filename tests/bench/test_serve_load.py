@@ -20,16 +20,15 @@ from lamps_jax.bench.serve_load import (
     REAL_MAX_PROMPT,
     REAL_MAX_SEGMENT,
     REAL_TIME_SCALE,
-    BenchServeError,
     EngineSettings,
     TraceSlice,
     add_bench_serve_arguments,
     conversations,
     run_bench_serve,
     serve_command,
-    spawned_server,
 )
 from lamps_jax.bench.serve_report import METRICS, in_process_summary
+from lamps_jax.bench.server_process import BenchServeError, spawned_server
 from lamps_jax.cli import _build_parser, _serve_engine_config
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app

@@ -18,7 +18,7 @@ from collections import Counter
 import httpx
 
 from lamps_jax.async_llm import AsyncLLM
-from lamps_jax.bench.serve_load import scrape_metrics
+from lamps_jax.bench.server_process import scrape_metrics
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app
 from tests.conftest import small_engine_config
