@@ -59,7 +59,7 @@ sweeps: $(VENV)/.run-deps
 
 # LAMPS+ against today's peers (vllm_apc, infercept, infercept_swap, lamps, augserve, continuum, autellix) on both
 # traces and on coding-agent sessions, at 1, 1.25 and 1.5x the strongest peer's saturation rate, 5 seeds; ablations,
-# length noise and the goals table (docs/results/peers/goals.md).
+# call times predicted (reconsider on/off), length noise and the goals table (docs/results/peers/goals.md).
 compare: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench-peers --output docs/results/peers
 

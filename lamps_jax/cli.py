@@ -318,6 +318,11 @@ def _build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--window", type=float, help="arrival window in seconds (default: each workload's own)")
     peers.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     peers.add_argument("--output", type=Path, default=Path("bench_results/peers"), help="folder for the results")
+    peers.add_argument(
+        "--stages",
+        default="saturation,compare,ablation,predicted,noise",
+        help="stages to run; the others are read from the folder's earlier results ('' rebuilds the goals table)",
+    )
 
     rerender = command("report", "re-render the tables and sweep plot of a bench's comparison.json")
     rerender.add_argument("json", type=Path, help="a comparison.json written by lamps-jax bench")
@@ -427,7 +432,8 @@ def _run(args: argparse.Namespace) -> None:
         from lamps_jax.bench.peer_comparison import run_peer_comparison
 
         seeds = [int(v) for v in _floats(args.seeds)]
-        run_peer_comparison(args.output, args.workloads.split(","), seeds, args.window, args.jobs)
+        stages = [stage for stage in args.stages.split(",") if stage]
+        run_peer_comparison(args.output, args.workloads.split(","), seeds, args.window, args.jobs, stages)
     elif args.command == "bench-scheduler":
         from lamps_jax.bench.scheduler_overhead import run_scheduler_benchmark
 
