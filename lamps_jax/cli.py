@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   lamps-jax bench-swap                # KV swap GB/s vs plain copies, and step overhead of swaps
   lamps-jax bench-scheduler           # schedule() cost with 100..10,000 waiting requests per policy
   lamps-jax calibrate --model tiny    # fit the cost model f(tokens, context) and g(tokens) on this device
+  lamps-jax compare-devices gptj-6b-a100 llama31-8b-h100   # one workload under two device profiles
 """
 
 
@@ -168,6 +169,14 @@ def _on_off(value: str, flag: str) -> bool:
     return value == "on"
 
 
+def _profile_source(profile: str) -> str:
+    """What the simulator loads for ``--profile``: a built-in name, a cost model file, or the cost model file
+    beside a device profile (``<device>-<model>.report.json``) written by calibrate."""
+    from lamps_jax.bench.device_profile import resolve_profile
+
+    return resolve_profile(profile).source
+
+
 def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]:
     """SimPoint field -> the values the command line sweeps (one value: a fixed setting)."""
 
@@ -177,7 +186,7 @@ def _sim_sweeps(args: argparse.Namespace, rates: list[float]) -> dict[str, list]
     return {
         "trace": args.trace or ["multi", "one"],
         "rate": rates,
-        "profile": [args.profile],
+        "profile": [_profile_source(args.profile)],
         "window": [args.window],
         "length_noise": _floats(args.length_noise),
         "starvation_threshold": [int(v) for v in _floats(args.starvation_threshold)],
@@ -281,7 +290,9 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--rates", default="3,4,5,6", help="request rates (req/s)")
     compare.add_argument("--policies", default="vllm,infercept,sjf,lamps,lamps_no_rank", help="policies to compare")
     compare.add_argument("--window", type=float, default=1800.0, help="arrival window in seconds (sim)")
-    compare.add_argument("--profile", default="gptj-6b-a100", help="cost profile name or JSON file (sim)")
+    compare.add_argument(
+        "--profile", default="gptj-6b-a100", help="cost profile: a name, a JSON file, or calibrate's .report.json (sim)"
+    )
     compare.add_argument("--length-noise", default="0", help="relative noise of predicted lengths (list: a sweep)")
     compare.add_argument("--starvation-threshold", default="100", help="LAMPS starvation threshold (list: a sweep)")
     compare.add_argument("--kv-tokens", default="", help="KV memory in tokens (list: a sweep); default: the profile's")
@@ -333,7 +344,33 @@ def _build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=Path("bench_results"),
-        help="folder: writes <platform>-<model>.json (the profile bench --profile takes) and its .report.json",
+        help="a folder (writes <device>-<model>.json there) or the profile's .json file; the device profile "
+        "(identity, dtype, KV budget, roofline fractions) goes beside it as .report.json; bench --profile takes both",
+    )
+    calib.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"], help="model dtype")
+    calib.add_argument(
+        "--kv-memory-mib",
+        type=int,
+        default=None,
+        help="KV memory of the profile (None: what the device reports, 90%% less the weights; unknown on a CPU)",
+    )
+    calib.add_argument("--repeats", type=int, default=3, help="timings per point (the median is kept)")
+
+    devices = command("compare-devices", "one workload and its policies simulated under several device profiles")
+    devices.add_argument("profiles", nargs="+", help="built-in profile names, cost model JSON files or .report.json")
+    devices.add_argument("--trace", default="multi", help="multi, one, agent or a trace file")
+    devices.add_argument("--fractions", default="0.5,1.0,1.25", help="rates as fractions of each device's saturation")
+    devices.add_argument("--rates", default="", help="absolute request rates (req/s) run on every device too")
+    devices.add_argument("--policies", default="vllm,infercept_swap,lamps", help="policies to compare")
+    devices.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± 95%% CI")
+    devices.add_argument("--window", type=float, default=600.0, help="arrival window in seconds")
+    devices.add_argument("--kv-tokens", type=int, default=None, help="KV capacity of profiles that carry none")
+    devices.add_argument("--max-model-len", type=int, default=2048, help="context limit: requests are cut to it")
+    devices.add_argument("--saturation-policy", default="vllm", help="the policy whose saturation rate is the device's")
+    devices.add_argument("--ttft-limit", type=float, default=1.0, help="saturation: mean TTFT above this many seconds")
+    devices.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    devices.add_argument(
+        "--output", type=Path, default=Path("bench_results/devices"), help="folder for the report and plots"
     )
     return parser
 
@@ -378,6 +415,8 @@ def _check_args(args: argparse.Namespace) -> None:
         if any(o not in ("decodes-first", "admission") for o in orders):
             raise ValueError(f"--running-order takes decodes-first or admission, got {args.running_order!r}")
         _check_sim_points(args)
+    if args.command == "compare-devices":
+        _device_setting(args)
     if args.command == "report" and not args.json.is_file():
         raise FileNotFoundError(f"no such file: {args.json}")
     if args.command == "bench-peers":
@@ -399,6 +438,24 @@ def _check_sim_points(args: argparse.Namespace) -> None:
         for value in values:
             first = {"trace": sweeps["trace"][0], "rate": sweeps["rate"][0], "policy": args.policies.split(",")[0]}
             SimPoint(**(first | {field: value}))
+
+
+def _device_setting(args: argparse.Namespace):
+    """compare-devices' setting (checked here, before any run)."""
+    from lamps_jax.bench.compare_devices import Setting
+
+    return Setting(
+        trace=args.trace,
+        fractions=tuple(_floats(args.fractions)),
+        rates=tuple(_floats(args.rates)),
+        policies=tuple(p for p in args.policies.split(",") if p),
+        seeds=tuple(int(v) for v in _floats(args.seeds)),
+        window=args.window,
+        kv_tokens=args.kv_tokens,
+        max_model_len=args.max_model_len,
+        saturation_policy=args.saturation_policy,
+        ttft_limit=args.ttft_limit,
+    )
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -441,7 +498,12 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "calibrate":
         from lamps_jax.bench.calibrate import calibrate
 
-        calibrate(args.model, args.output)
+        kv_bytes = None if args.kv_memory_mib is None else args.kv_memory_mib * 2**20
+        calibrate(args.model, args.output, args.repeats, args.dtype, kv_bytes)
+    elif args.command == "compare-devices":
+        from lamps_jax.bench.compare_devices import compare_devices
+
+        compare_devices(args.profiles, _device_setting(args), args.jobs, args.output)
     elif args.command == "bench-serve":
         run_bench_serve(args)
     elif args.command == "bench-swap":

@@ -1,4 +1,5 @@
-"""A calibration writes ``<platform>-<model>.json`` into a folder, and ``bench --profile`` takes its KV capacity."""
+"""A calibration writes the cost model ``<device>-<model>.json`` and its device profile ``.report.json``; ``bench
+--profile`` takes either, with the KV capacity the profile carries."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import dataclasses
 import json
 from pathlib import Path
 
-from lamps_jax.bench.calibrate import device_kv_capacity, device_memory_bytes, profile_stem, write_profile
+import pytest
+
+from lamps_jax.bench import calibrate as calibration
+from lamps_jax.bench.calibrate import (
+    device_kv_capacity,
+    device_memory_bytes,
+    kv_budget,
+    profile_stem,
+    write_profile,
+)
+from lamps_jax.bench.device_profile import profile_paths, resolve_profile
 from lamps_jax.cli import main
 from lamps_jax.scheduler.cost_model import PROFILES, load_cost_model
 from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config
@@ -22,8 +33,30 @@ class FakeDevice:
 
 
 def test_the_profile_is_named_after_the_device_and_the_model() -> None:
-    assert profile_stem("gpu", "smollm2-135m") == "gpu-smollm2-135m"
+    assert profile_stem("nvidia-h100-80gb-hbm3", "smollm2-135m") == "nvidia-h100-80gb-hbm3-smollm2-135m"
     assert profile_stem("cpu", "/models/SmolLM2.gguf") == "cpu-SmolLM2"
+
+
+def test_the_output_is_a_folder_or_the_profiles_file(tmp_path: Path) -> None:
+    assert profile_paths(tmp_path, "cpu-tiny") == (tmp_path / "cpu-tiny.json", tmp_path / "cpu-tiny.report.json")
+    named = tmp_path / "profiles" / "laptop-tiny.json"
+    assert profile_paths(named, "cpu-tiny") == (named, tmp_path / "profiles" / "laptop-tiny.report.json")
+    with pytest.raises(ValueError, match="names a device profile"):
+        profile_paths(tmp_path / "cpu-tiny.report.json", "cpu-tiny")
+
+
+def test_the_kv_budget_is_the_memory_given_or_the_devices() -> None:
+    tiny = load_model_config("tiny", dtype="float32")
+    given = kv_budget(tiny, None, 256 * 2**20)
+    assert given["tokens"] == 256 * 2**20 // tiny.kv_bytes_per_token == 65536  # 4096 bytes a token
+    assert kv_budget(tiny, 2 * 10**9, None)["tokens"] == kv_capacity_tokens(tiny, 2 * 10**9)
+    assert kv_budget(tiny, None, None) == {
+        "tokens": None,
+        "kv_bytes_per_token": 4096,
+        "source": "unknown: the device reports no memory size",
+    }
+    with pytest.raises(ValueError, match="less than one token"):
+        kv_budget(tiny, None, 100)
 
 
 def test_the_kv_capacity_comes_from_the_memory_the_device_reports() -> None:
@@ -77,3 +110,57 @@ def test_bench_asks_for_kv_tokens_when_the_profile_has_no_kv_capacity(tmp_path: 
     err = capsys.readouterr().err
     assert f"cost profile {str(profile)!r} carries no KV capacity" in err and "pass --kv-tokens" in err
     assert main(bench_argv(tmp_path, profile) + ["--kv-tokens", "3000"]) == 0
+
+
+def device_profile(tmp_path: Path, kv_capacity_tokens: int | None = 3000) -> tuple[Path, Path]:
+    cost = dataclasses.replace(PROFILES["gptj-6b-a100"], name="calibrated", kv_capacity_tokens=kv_capacity_tokens)
+    report = {"model": "tiny", "dtype": "float32", "device": {"device_kind": "cpu"}, "cost_model": cost.to_dict()}
+    profile, details = write_profile(cost, report, tmp_path / "profiles" / "cpu-tiny.json", "unused")
+    return profile, details
+
+
+def test_a_device_profile_resolves_to_the_cost_model_beside_it(tmp_path: Path) -> None:
+    profile, details = device_profile(tmp_path)
+    for given in (profile, details):
+        resolved = resolve_profile(str(given))
+        assert (resolved.label, resolved.source) == ("cpu-tiny", str(profile))
+        assert resolved.device == {"device_kind": "cpu"} and resolved.details["model"] == "tiny"
+    assert resolve_profile("gptj-6b-a100").device is None
+    dataclasses.replace(load_cost_model(str(profile)), iter_base=1.0).save(profile)
+    with pytest.raises(ValueError, match="differs from the cost model recorded"):
+        resolve_profile(str(details))
+    profile.unlink()
+    with pytest.raises(ValueError, match="needs its cost model file beside it"):
+        resolve_profile(str(details))
+    with pytest.raises(ValueError, match="unknown profile"):
+        resolve_profile(str(profile))
+
+
+def test_bench_takes_a_device_profile(tmp_path: Path) -> None:
+    _, details = device_profile(tmp_path)
+    assert main(bench_argv(tmp_path, details)) == 0
+    (row,) = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert row["profile"] == str(tmp_path / "profiles" / "cpu-tiny.json")
+    assert row["kv_capacity_tokens"] is None and row["finished"] == row["requests"] > 0  # the profile's 3000 tokens
+
+
+@pytest.mark.slow
+def test_calibrate_writes_a_profile_that_bench_loads(tmp_path: Path, monkeypatch) -> None:
+    """The whole calibration on the tiny preset over a shrunk grid (20-60 s, mostly compiling the engine), then
+    ``bench --profile`` on both files it wrote."""
+    monkeypatch.setattr(calibration, "DECODE_BATCHES", (1, 2))
+    monkeypatch.setattr(calibration, "DECODE_CONTEXTS", (16, 64))
+    monkeypatch.setattr(calibration, "PREFILL_SIZES", (16, 32))
+    monkeypatch.setattr(calibration, "SWAP_PAGES", (1, 4))
+    output = tmp_path / "profiles" / "cpu-tiny.json"
+    argv = ["calibrate", "--model", "tiny", "--repeats", "1", "--kv-memory-mib", "16", "--output", str(output)]
+    assert main(argv) == 0
+    cost = load_cost_model(str(output))
+    details = json.loads(output.with_name("cpu-tiny.report.json").read_text())
+    assert cost.kv_capacity_tokens == details["kv_budget"]["tokens"] == 16 * 2**20 // 4096
+    assert details["device"]["platform"] == "cpu" and details["dtype"] == "float32" and details["model"] == "tiny"
+    assert 0 < details["roofline"]["fractions"]["decode"]["mean"] <= details["roofline"]["fractions"]["decode"]["best"]
+    assert all(p["roofline_fraction"] > 0 for p in details["iteration_points"])
+    assert details["cost_model"] == cost.to_dict()
+    for profile in (output, output.with_name("cpu-tiny.report.json")):
+        assert main(bench_argv(tmp_path, profile)) == 0
