@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lamps_jax.bench.prompts import QUESTIONS
@@ -61,6 +63,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host-kv-pages", type=int, default=0, help="host pages for swapped KV (0 = no swapping)")
     p.add_argument(
+        "--tensor-parallel", type=int, default=1, help="devices the model and KV are split over (--kv-memory-mib each)"
+    )
+    p.add_argument(
         "--enable-prefix-caching",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -81,7 +86,41 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
         ),
         max_model_len=args.max_model_len,
         seed=args.seed,
+        tensor_parallel=args.tensor_parallel,
     )
+
+
+def _add_multihost_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--coordinator-address", help="host:port of process 0 for a multi-host run (jax.distributed.initialize)"
+    )
+    p.add_argument("--num-processes", type=int, default=1, help="engine processes, one per host")
+    p.add_argument("--process-id", type=int, default=0, help="this process (0 schedules and serves; others follow)")
+
+
+def _check_multihost_args(args: argparse.Namespace) -> None:
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise ValueError(f"--process-id must be in 0..{args.num_processes - 1} and --num-processes >= 1")
+    if args.num_processes > 1 and args.command == "bench" and args.mode != "real":
+        raise ValueError("a multi-host bench runs a real model: add --mode real")
+    if args.num_processes > 1 and not args.coordinator_address:
+        raise ValueError("--num-processes > 1 needs --coordinator-address host:port (process 0's)")
+    if args.num_processes > 1 and args.tensor_parallel < args.num_processes:
+        raise ValueError("a multi-host run splits the model over every host's devices: --tensor-parallel all of them")
+
+
+def _run_multihost(args: argparse.Namespace, lead: Callable[[], object], follower_engine: Callable) -> None:
+    """Process 0 runs ``lead``; the other processes build the same engine and run its steps until process 0 ends."""
+    from lamps_jax import distributed
+
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    if not distributed.is_leader():
+        distributed.follow(follower_engine().runner)
+        return
+    try:
+        lead()
+    finally:
+        distributed.release_followers()
 
 
 def _serve_engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -160,7 +199,8 @@ def _kv_capacities(args: argparse.Namespace) -> list[int | None]:
         raise ValueError("give the KV memory either as --kv-tokens or as --kv-model, not both")
     from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config
 
-    return [kv_capacity_tokens(load_model_config(args.kv_model), args.device_memory_gb * 1e9)]
+    model = load_model_config(args.kv_model)
+    return [kv_capacity_tokens(model, args.device_memory_gb * 1e9, tensor_parallel=args.tensor_parallel)]
 
 
 def _on_off(value: str, flag: str) -> bool:
@@ -253,6 +293,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=10,
         help="seconds in-flight responses get to end on SIGINT/SIGTERM before they are cancelled",
     )
+    _add_multihost_args(serve)
 
     bench = command("bench-engine", "generation throughput beside Hugging Face and llama.cpp, with rooflines")
     bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: smollm2-135m)")
@@ -318,6 +359,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--max-model-len", type=int, default=2048, help="context limit (sim): requests and agent sessions are cut to it"
     )
     compare.add_argument("--model", default="smollm2-135m", help="model for --mode real")
+    compare.add_argument(
+        "--tensor-parallel",
+        type=int,
+        default=1,
+        help="devices the model is split over: --mode real runs so; --kv-model: KV capacity of that many devices",
+    )
+    _add_multihost_args(compare)
     compare.add_argument("--num-requests", type=int, default=16, help="requests for --mode real")
     compare.add_argument("--seeds", default="0,1,2,3,4", help="arrival/predictor seeds; several give mean ± 95%% CI")
     compare.add_argument("--jobs", type=int, default=None, help="worker processes for --mode sim (default: all cores)")
@@ -398,6 +446,8 @@ def _check_args(args: argparse.Namespace) -> None:
         _engine_config(args)
         if args.command == "generate" and not all(p.strip() for p in args.prompt):
             raise ValueError("--prompt must not be empty")
+    if args.command in ("serve", "bench"):
+        _check_multihost_args(args)
     if args.command == "serve":
         _serve_engine_config(args)
         if args.max_waiting < 1:
@@ -464,9 +514,14 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "demo":
         _run_prompts(args, list(QUESTIONS[:6]), chat=True)
     elif args.command == "serve":
+        from lamps_jax.engine import LLMEngine
         from lamps_jax.server.launch import serve
 
-        serve(
+        follower = functools.partial(
+            LLMEngine.from_model, args.model, _serve_engine_config(args), dtype=args.dtype, seed=args.seed
+        )
+        lead = functools.partial(
+            serve,
             args.model,
             _serve_engine_config(args),
             dtype=args.dtype,
@@ -479,6 +534,7 @@ def _run(args: argparse.Namespace) -> None:
             max_waiting=args.max_waiting,
             graceful_shutdown_s=args.graceful_shutdown_timeout,
         )
+        _run_multihost(args, lead, follower)
     elif args.command == "bench":
         _run_comparison(args)
     elif args.command == "report":
@@ -539,7 +595,13 @@ def _run_comparison(args: argparse.Namespace) -> None:
             **_sim_sweeps(args, rates),
         )
     else:
-        real_comparison(
+        from lamps_jax.bench.comparison import _real_config
+        from lamps_jax.engine import LLMEngine
+        from lamps_jax.model.registry import load_model
+
+        kv_tokens = _kv_capacities(args)[0]
+        lead = functools.partial(
+            real_comparison,
             args.model,
             (args.trace or ["multi"])[0],
             args.num_requests,
@@ -547,8 +609,11 @@ def _run_comparison(args: argparse.Namespace) -> None:
             policies,
             seed=seeds[0],
             output_dir=args.output,
-            kv_capacity_tokens=_kv_capacities(args)[0],
+            kv_capacity_tokens=kv_tokens,
+            tensor_parallel=args.tensor_parallel,
         )
+        config = _real_config(policies[0], kv_tokens, args.tensor_parallel)  # the runner process 0 builds first
+        _run_multihost(args, lead, lambda: LLMEngine(load_model(args.model), config))
 
 
 def main(argv: list[str] | None = None) -> int:

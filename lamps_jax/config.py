@@ -83,6 +83,29 @@ class ModelConfig:
         itemsize = 4 if self.dtype == "float32" else 2
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * itemsize
 
+    def check_tensor_parallel(self, tensor_parallel: int) -> None:
+        """Raises ``ValueError`` unless the heads, kv heads and MLP split evenly ``tensor_parallel`` ways."""
+        tp = tensor_parallel
+        if tp < 1:
+            raise ValueError(f"tensor_parallel must be >= 1, got {tp}")
+        if self.num_heads % tp:
+            raise ValueError(f"tensor_parallel={tp} must divide the model's {self.num_heads} attention heads")
+        if self.num_kv_heads % tp and tp % self.num_kv_heads:
+            raise ValueError(
+                f"tensor_parallel={tp} must divide the model's {self.num_kv_heads} kv heads or be a multiple of them"
+            )
+        if self.intermediate_size % tp:
+            raise ValueError(f"tensor_parallel={tp} must divide the MLP width {self.intermediate_size}")
+
+    def kv_heads_per_device(self, tensor_parallel: int = 1) -> int:
+        """KV heads each device of a ``tensor_parallel``-way mesh holds: K / tp, or one when K < tp
+        (each kv head is then replicated on tp / K devices; see ``model/sharding.py``)."""
+        return max(1, self.num_kv_heads // tensor_parallel)
+
+    def kv_bytes_per_token_per_device(self, tensor_parallel: int = 1) -> int:
+        """Bytes of K and V one device holds per token over all layers, with the kv heads split over the mesh."""
+        return self.kv_bytes_per_token // self.num_kv_heads * self.kv_heads_per_device(tensor_parallel)
+
     @classmethod
     def from_hf_dict(cls, hf: dict[str, Any], dtype: str = "float32") -> ModelConfig:
         model_type = hf.get("model_type", "llama")
@@ -140,15 +163,17 @@ class CacheConfig:
         if self.num_pages is None and self.kv_memory_bytes <= 0:
             raise ValueError(f"kv_memory_bytes must be > 0, got {self.kv_memory_bytes}")
 
-    def pages_for(self, model: ModelConfig) -> int:
-        """Number of device pages (page 0 included) that the budget holds for ``model``."""
+    def pages_for(self, model: ModelConfig, tensor_parallel: int = 1) -> int:
+        """Number of device pages (page 0 included) that the budget holds for ``model``; under tensor
+        parallelism ``kv_memory_bytes`` is per device and a page holds that device's share of the kv heads."""
         if self.num_pages is not None:
             return self.num_pages
-        pages = self.kv_memory_bytes // (model.kv_bytes_per_token * self.page_size)
+        bytes_per_token = model.kv_bytes_per_token_per_device(tensor_parallel)
+        pages = self.kv_memory_bytes // (bytes_per_token * self.page_size)
         if pages < 2:
             raise ValueError(
                 f"kv_memory_bytes={self.kv_memory_bytes} holds {pages} page(s) of {self.page_size} "
-                f"tokens for this model ({model.kv_bytes_per_token} bytes/token); need at least 2"
+                f"tokens for this model ({bytes_per_token} bytes/token per device); need at least 2"
             )
         return int(pages)
 
@@ -241,6 +266,7 @@ class EngineConfig:
     tool_call_tags: tuple[str, str] | None = None  # e.g. ("<tool_call>", "</tool_call>") to detect tool calls
     session_ttl: float = 60.0  # seconds a session's parked KV waits for its next turn before it is released
     compilation_cache: bool = True  # keep compiled steps on disk between runs (compilation_cache.py)
+    tensor_parallel: int = 1  # devices of the ("tp",) mesh the model and KV pages are split over (model/sharding.py)
 
     def __post_init__(self) -> None:
         if self.api_error_policy not in ("resume", "abort"):
@@ -257,6 +283,8 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be > 0, got {self.max_model_len}")
         if not self.session_ttl >= 0:
             raise ValueError(f"session_ttl must be >= 0 seconds, got {self.session_ttl}")
+        if self.tensor_parallel < 1:
+            raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
 
     def resolve_max_model_len(self, model: ModelConfig) -> int:
         limit = model.max_position_embeddings

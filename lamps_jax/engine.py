@@ -53,7 +53,7 @@ class LLMEngine:
         self.tokenizer = model.tokenizer
         self.clock = clock or WallClock()
         self.max_model_len = self.config.resolve_max_model_len(model.config)
-        num_pages = self.config.cache.pages_for(model.config)
+        num_pages = self.config.cache.pages_for(model.config, self.config.tensor_parallel)  # per device
         self.page_pool = PagePool(num_pages)
         self.scheduler = Scheduler(
             self.config.scheduler,

@@ -7,6 +7,11 @@ and called as that executable with the KV pages donated, so a steady run never t
 (``num_compilations()`` counts traces). The jitted step is module-level with the model config
 static, so engines over the same model in one process share traces and compiled code.
 Only the sampled token ids come back to the host: one ``device_get`` per step.
+
+With ``EngineConfig.tensor_parallel`` > 1 the params and KV pages are split over a ``("tp",)`` mesh
+(``model/sharding.py``) and the same step runs as one SPMD program over it; tensor_parallel = 1 keeps
+everything on one device, unsharded. In a multi-process run (``distributed.py``) every step is first
+planned (``StepPlan``: swaps, then each call's padded arrays), broadcast by process 0 and run by all.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from lamps_jax import distributed
 from lamps_jax.compilation_cache import enable_compilation_cache
 from lamps_jax.config import EngineConfig, ModelConfig
+from lamps_jax.distributed import StepPlan
+from lamps_jax.model import sharding
 from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
@@ -39,7 +47,7 @@ def num_compilations() -> int:
     return _num_traces
 
 
-_STATIC_ARGS = ("cfg", "pages_per_block", "attention_impl", "platform")
+_STATIC_ARGS = ("cfg", "pages_per_block", "attention_impl", "platform", "mesh")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC_ARGS, donate_argnums=(1, 2))
@@ -54,12 +62,20 @@ def _step(
     pages_per_block: int,
     attention_impl: str,
     platform: str,
+    mesh: jax.sharding.Mesh | None,
 ):
+    """``mesh``: None for one device; else the ``("tp",)`` mesh the params and pages are split over."""
     global _num_traces
     _num_traces += 1  # runs only while tracing, i.e. once per compiled shape
     attention = paged_attention_fn(attention_impl, platform)  # the kernel for the runner's device
-    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention)
-    return sample(logits, sampling), k, v
+    if mesh is None:
+        logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention)
+        return sample(logits, sampling), k, v
+    attention = sharding.attention_over_heads(attention, mesh)
+    num_shards = mesh.shape[sharding.TP]
+    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention, num_shards=num_shards)
+    logits = sharding.gathered_logits(logits, mesh)  # one all-gather of the logits before sampling
+    return sample(logits, sampling), sharding.split_over_kv_heads(k, mesh), sharding.split_over_kv_heads(v, mesh)
 
 
 def _pow2_buckets(limit: int) -> list[int]:
@@ -89,8 +105,21 @@ class JaxRunner:
     ) -> None:
         if engine_cfg.compilation_cache:
             enable_compilation_cache()
-        self.model_cfg = model_cfg
-        self.device = device or jax.devices()[0]
+        self.mesh = None
+        if engine_cfg.tensor_parallel == 1:
+            self.device = device or jax.devices()[0]
+            if jax.process_count() > 1:
+                raise ValueError(f"a run over {jax.process_count()} processes needs tensor_parallel > 1")
+            self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
+            kv_sharding = jax.sharding.SingleDeviceSharding(self.device)
+        else:
+            if device is not None:
+                raise ValueError("a tensor-parallel runner takes its devices from the mesh, not a device")
+            self.mesh, model_cfg, self.params = sharding.shard_model(model_cfg, params, engine_cfg.tensor_parallel)
+            self.device = self.mesh.devices.flat[0]
+            kv_sharding = jax.sharding.NamedSharding(self.mesh, sharding.KV_PAGES)
+        self.model_cfg = model_cfg  # under tensor parallelism: with kv heads repeated up to the mesh size
+        self._broadcasts = jax.process_count() > 1 and distributed.is_leader()  # plans go to the followers
         page_size = engine_cfg.cache.page_size
         self.pages_per_block = engine_cfg.kv_block_tokens // page_size
         self.attention_impl = resolve_attention_impl(engine_cfg.attention_impl, self.device.platform)
@@ -103,12 +132,11 @@ class JaxRunner:
             1: _pow2_buckets(sched.max_num_seqs),
             self.query_block: _pow2_buckets(-(-sched.max_step_tokens // self.query_block)),
         }
-        self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
-        self.kv = KVPages.allocate(model_cfg, num_pages, page_size, self.device)
+        self.kv = KVPages.allocate(model_cfg, num_pages, page_size, kv_sharding)
         self._executables: dict[tuple[int, int], jax.stages.Compiled] = {}  # (rows, q_len) -> step, from warmup
         self.swapper = None
         if sched.num_host_pages:  # the host pool's pages, page 0 included
-            self.swapper = HostSwapper(self.device, self.kv, sched.num_host_pages + 1, -(-max_model_len // page_size))
+            self.swapper = HostSwapper(self.kv, sched.num_host_pages + 1, -(-max_model_len // page_size))
 
     @property
     def _static_args(self) -> dict:
@@ -117,7 +145,17 @@ class JaxRunner:
             "pages_per_block": self.pages_per_block,
             "attention_impl": self.attention_impl,
             "platform": self.device.platform,
+            "mesh": self.mesh,
         }
+
+    def _lowering_arrays(self, q_len: int, num_rows: int) -> tuple:
+        """A bucket's inputs to lower with: numpy on one device; replicated over the mesh otherwise (so that
+        every process may pass its own numpy copy of the same values)."""
+        arrays = self._pad_arrays([], q_len, num_rows)
+        if self.mesh is None:
+            return arrays
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=replicated), arrays)
 
     # ---- warm-up ----------------------------------------------------------------------------
     def warmup(self, progress: bool = True) -> None:
@@ -136,7 +174,7 @@ class JaxRunner:
             futures = {}
             for shape in shapes:
                 lowered = _step.lower(
-                    self.params, self.kv.k, self.kv.v, *self._pad_arrays([], *shape[::-1]), **self._static_args
+                    self.params, self.kv.k, self.kv.v, *self._lowering_arrays(*shape[::-1]), **self._static_args
                 )
                 futures[shape] = pool.submit(lowered.compile)
                 futures[shape].add_done_callback(lambda _: bar.update(1))
@@ -146,31 +184,42 @@ class JaxRunner:
         if self.swapper is not None:
             self.swapper.warmup(self.kv)
 
-    # ---- swapping ---------------------------------------------------------------------------
-    def _swap(self, sched_out: SchedulerOutput) -> None:
-        """Dispatches the step's copies before its compute (the pages freed by a swap-out may be reused)."""
-        if self.swapper is None:
-            return
-        self.swapper.flush()  # earlier steps' swap-outs, done by now, land in the host store
-        for copy in sched_out.swap_out:
-            self.swapper.swap_out(self.kv, copy.page_ids, copy.host_page_ids)
-        for copy in sched_out.swap_in:
-            self.swapper.swap_in(self.kv, copy.host_page_ids, copy.page_ids)
-
     # ---- one step ---------------------------------------------------------------------------
+    def run_plan(self, plan: StepPlan) -> list[jax.Array]:
+        """Dispatches a step's swaps, then its calls (the pages freed by a swap-out may be reused by them);
+        returns each call's tokens. Process 0 plans; in a multi-process run every process runs it."""
+        if self.swapper is not None:
+            self.swapper.flush()  # earlier steps' swap-outs, done by now, land in the host store
+            for page_ids, host_page_ids in plan.swap_out:
+                self.swapper.swap_out(self.kv, page_ids, host_page_ids)
+            for host_page_ids, page_ids in plan.swap_in:
+                self.swapper.swap_in(self.kv, host_page_ids, page_ids)
+        return [self._call(arrays) for arrays in plan.calls]
+
+    def empty_arrays(self, q_len: int, num_rows: int) -> tuple[StepInputs, SamplingInputs]:
+        """An all-padding call of a bucket (the shapes and dtypes a broadcast plan is decoded into)."""
+        return self._pad_arrays([], q_len, num_rows)
+
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:
         start = time.perf_counter()
-        self._swap(sched_out)
         decode = [c for c in sched_out.scheduled if c.num_new_tokens == 1]
         prefill = [c for c in sched_out.scheduled if c.num_new_tokens > 1]
-        pending: list[tuple[list[_Row], jax.Array]] = []
+        groups: list[tuple[list[_Row], tuple[StepInputs, SamplingInputs]]] = []  # (rows, their padded arrays)
         for q_len, chunks in ((1, decode), (self.query_block, prefill)):
             rows = [row for chunk in chunks for row in self._rows(chunk, q_len)]
             largest = self.row_buckets[q_len][-1]
             for first in range(0, len(rows), largest):
                 group = rows[first : first + largest]
                 bucket = next(b for b in self.row_buckets[q_len] if b >= len(group))
-                pending.append((group, self._call(self._pad_arrays(group, q_len, bucket))))
+                groups.append((group, self._pad_arrays(group, q_len, bucket)))
+        plan = StepPlan(
+            [(copy.page_ids, copy.host_page_ids) for copy in sched_out.swap_out],
+            [(copy.host_page_ids, copy.page_ids) for copy in sched_out.swap_in],
+            [arrays for _, arrays in groups],
+        )
+        if self._broadcasts:
+            distributed.send(plan)
+        pending = [(group, tokens) for (group, _), tokens in zip(groups, self.run_plan(plan))]
         host_tokens = jax.device_get([tokens for _, tokens in pending])
         req_ids, sampled = [], []
         for (group, _), tokens in zip(pending, host_tokens):

@@ -145,12 +145,13 @@ def _check_real_inputs(num_requests: int, rate: float, kv_capacity_tokens: int |
     check_kv_capacity(kv_capacity_tokens)
 
 
-def _real_config(policy: str, kv_capacity_tokens: int | None) -> EngineConfig:
+def _real_config(policy: str, kv_capacity_tokens: int | None, tensor_parallel: int = 1) -> EngineConfig:
     pages = None if kv_capacity_tokens is None else kv_capacity_tokens // PAGE_SIZE + 1
     return EngineConfig(
         cache=CacheConfig(page_size=PAGE_SIZE, kv_memory_bytes=REAL_KV_MEMORY_BYTES, num_pages=pages),
         scheduler=SchedulerConfig(policy=policy, max_num_seqs=16, max_num_batched_tokens=128, num_host_pages=256),
         max_model_len=1024,
+        tensor_parallel=tensor_parallel,
     )
 
 
@@ -166,10 +167,11 @@ def real_comparison(
     seed: int = 0,
     output_dir: Path | None = None,
     kv_capacity_tokens: int | None = None,
+    tensor_parallel: int = 1,
 ) -> list[dict]:
     """Serves exactly ``num_requests`` scaled trace requests under each policy on ``model``.
 
-    KV memory: ``kv_capacity_tokens`` tokens when given, else 24 MiB.
+    KV memory: ``kv_capacity_tokens`` tokens when given, else 24 MiB (per device with ``tensor_parallel`` > 1).
     """
     _check_real_inputs(num_requests, rate, kv_capacity_tokens)
     loaded = load_model(model)
@@ -184,7 +186,7 @@ def real_comparison(
     rows, results, runner = [], [], None
     for policy in policies:
         # The policies share one runner: it is compiled once, and each run leaves every page free.
-        engine = LLMEngine(loaded, _real_config(policy, kv_capacity_tokens), runner=runner)
+        engine = LLMEngine(loaded, _real_config(policy, kv_capacity_tokens, tensor_parallel), runner=runner)
         runner = engine.runner
         results.append(run_workload(engine, arrivals))
         rows.append(_row(trace, rate, results[-1]))

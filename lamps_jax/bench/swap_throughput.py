@@ -58,8 +58,9 @@ def _throughput_row(swapper: HostSwapper, kv: KVPages, count: int, repeats: int)
     source = list(range(1, count + 1))
     target = list(range(count + 1, 2 * count + 1))
     host_pages = list(range(1, count + 1))
-    nbytes = count * swapper.store_k[0].nbytes * 2  # K and V of the real pages
-    as_numpy = np.copy(swapper.store_k[1 : count + 1])
+    store = swapper.store_k[swapper.devices[0]]  # one device: its store holds every kv head
+    nbytes = count * store[0].nbytes * 2  # K and V of the real pages
+    as_numpy = np.copy(store[1 : count + 1])
 
     def swap_out() -> None:
         swapper.swap_out(kv, source, host_pages)
@@ -69,7 +70,7 @@ def _throughput_row(swapper: HostSwapper, kv: KVPages, count: int, repeats: int)
         "swap_out": _median_seconds(swap_out, repeats),
         "swap_in": _median_seconds(lambda: (swapper.swap_in(kv, host_pages, target), kv.k)[1], repeats),
         "np.copy": _median_seconds(lambda: (np.copy(as_numpy), np.copy(as_numpy)), repeats),
-        "device_put": _median_seconds(lambda: jax.device_put(as_numpy, swapper.device_sharding), repeats),
+        "device_put": _median_seconds(lambda: jax.device_put(as_numpy, swapper.devices[0]), repeats),
     }
     # np.copy runs twice over K (= nbytes); the bare device_put moves K only (nbytes / 2).
     moved = {"swap_out": nbytes, "swap_in": nbytes, "np.copy": nbytes, "device_put": nbytes // 2}

@@ -75,19 +75,34 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return out.astype(x.dtype)
 
 
-def _qkv(layer: Params, h: jax.Array, cfg: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _qkv(layer: Params, h: jax.Array, cfg: ModelConfig, num_shards: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Heads [..., N, H], [..., K, H], [..., K, H]. Split params (``num_shards`` > 1) hold the fused columns
+    as [q_i | k_i | v_i] per shard i: each shard's block is cut on its own, so no column leaves its device."""
     qkv = matmul(h, layer["wqkv"])  # [..., (N+2K)*H]
     if cfg.attention_bias:
         qkv = qkv + layer["bqkv"]
-    qkv = qkv.reshape(*h.shape[:-1], cfg.num_heads + 2 * cfg.num_kv_heads, cfg.head_dim)
-    n, k = cfg.num_heads, cfg.num_kv_heads
-    return qkv[..., :n, :], qkv[..., n : n + k, :], qkv[..., n + k :, :]
+    n, k = cfg.num_heads // num_shards, cfg.num_kv_heads // num_shards
+    if num_shards == 1:
+        qkv = qkv.reshape(*h.shape[:-1], n + 2 * k, cfg.head_dim)
+        return qkv[..., :n, :], qkv[..., n : n + k, :], qkv[..., n + k :, :]
+    qkv = qkv.reshape(*h.shape[:-1], num_shards, n + 2 * k, cfg.head_dim)
+
+    def heads(first: int, last: int) -> jax.Array:
+        return qkv[..., first:last, :].reshape(*h.shape[:-1], num_shards * (last - first), cfg.head_dim)
+
+    return heads(0, n), heads(n, n + k), heads(n + k, n + 2 * k)
 
 
-def _mlp(layer: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+def _mlp(layer: Params, x: jax.Array, cfg: ModelConfig, num_shards: int) -> jax.Array:
     h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
-    gate_up = matmul(h, layer["w_gate_up"])  # [..., 2F]
-    gate, up = gate_up[..., : cfg.intermediate_size], gate_up[..., cfg.intermediate_size :]
+    gate_up = matmul(h, layer["w_gate_up"])  # [..., 2F]; [gate_i | up_i] per shard i when split
+    width = cfg.intermediate_size // num_shards
+    if num_shards == 1:
+        gate, up = gate_up[..., :width], gate_up[..., width:]
+    else:
+        gate_up = gate_up.reshape(*h.shape[:-1], num_shards, 2 * width)
+        gate = gate_up[..., :width].reshape(*h.shape[:-1], cfg.intermediate_size)
+        up = gate_up[..., width:].reshape(*h.shape[:-1], cfg.intermediate_size)
     return matmul(jax.nn.silu(gate) * up, layer["w_down"])
 
 
@@ -98,18 +113,21 @@ def _logits(params: Params, h: jax.Array, cfg: ModelConfig) -> jax.Array:
     return matmul(h, params["lm_head"]).astype(jnp.float32)
 
 
-def _decoder(params: Params, x: jax.Array, positions: jax.Array, cfg: ModelConfig, attend: Callable) -> jax.Array:
-    """Runs the layer stack; ``attend(layer_idx, q, k, v) -> out`` owns the KV of each layer."""
+def _decoder(
+    params: Params, x: jax.Array, positions: jax.Array, cfg: ModelConfig, attend: Callable, num_shards: int = 1
+) -> jax.Array:
+    """Runs the layer stack; ``attend(layer_idx, q, k, v) -> out`` owns the KV of each layer. ``num_shards``:
+    the tensor-parallel shards the fused projections' columns are ordered by (``sharding.shard_layout``)."""
     inv_freq = rope_inv_freq(cfg)
     scale = 1.0 / math.sqrt(cfg.head_dim)
     for layer_idx, layer in enumerate(params["layers"]):
         h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(layer, h, cfg)
+        q, k, v = _qkv(layer, h, cfg, num_shards)
         q = apply_rope(q, positions, inv_freq) * jnp.asarray(scale, q.dtype)
         k = apply_rope(k, positions, inv_freq)
         out = attend(layer_idx, q, k, v)
         x = x + matmul(out.reshape(*x.shape[:-1], -1), layer["wo"])
-        x = x + _mlp(layer, x, cfg)
+        x = x + _mlp(layer, x, cfg, num_shards)
     return x
 
 
@@ -121,10 +139,12 @@ def forward_paged(
     cfg: ModelConfig,
     pages_per_block: int,
     attention: Callable = paged_attention,
+    num_shards: int = 1,
 ) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
     """One serving step: returns logits [R, V] of each row's last valid token and the new pages.
 
-    ``attention`` has the contract of ``pallas_kernels.reference.paged_attention``.
+    ``attention`` has the contract of ``pallas_kernels.reference.paged_attention``. ``num_shards``: the
+    tensor-parallel degree the params were laid out for (``model/sharding.py``), 1 for unsharded params.
     """
     num_rows, num_q = inputs.token_ids.shape
     page_size = k_pages[0].shape[2]
@@ -156,7 +176,7 @@ def forward_paged(
             pages_per_block,
         )
 
-    x = _decoder(params, take_rows(params["embed"], inputs.token_ids), positions, cfg, attend)
+    x = _decoder(params, take_rows(params["embed"], inputs.token_ids), positions, cfg, attend, num_shards)
     last = jnp.clip(inputs.num_valid - 1, 0, num_q - 1)
     h_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]  # [R, D]
     return _logits(params, h_last, cfg), new_k, new_v

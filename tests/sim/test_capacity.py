@@ -8,9 +8,9 @@ from pathlib import Path
 import jax
 import pytest
 
-from lamps_jax.config import PRESETS
+from lamps_jax.config import PRESETS, ModelConfig
 from lamps_jax.model.weights import init_params
-from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config, num_parameters
+from lamps_jax.sim.capacity import kv_capacity_tokens, load_model_config, num_parameters, parameters_per_device
 
 LLAMA2_7B = {
     "model_type": "llama",
@@ -66,3 +66,27 @@ def test_bad_model_configs_are_named(tmp_path: Path) -> None:
         load_model_config(str(tmp_path / "absent"))
     with pytest.raises(ValueError, match="not a Hugging Face model config"):
         load_model_config(str(write_config(tmp_path, {"model_type": "llama"})))
+
+
+def test_one_device_holds_every_parameter() -> None:
+    for cfg in (PRESETS["tiny"], ModelConfig.from_hf_dict(LLAMA2_7B), ModelConfig.from_hf_dict(SMOLLM2_135M)):
+        assert parameters_per_device(cfg, 1) == num_parameters(cfg)
+
+
+def test_tensor_parallel_splits_weights_and_kv_per_device() -> None:
+    llama = ModelConfig.from_hf_dict(LLAMA2_7B, dtype="bfloat16")
+    layer = 4 * 4096 * 4096 + 3 * 4096 * 11008  # q, k, v, o and the MLP, split; the two norms are whole
+    assert parameters_per_device(llama, 2) == 2 * 32000 * 4096 // 2 + 32 * (layer // 2 + 2 * 4096) + 4096
+    assert llama.kv_bytes_per_token_per_device(2) == llama.kv_bytes_per_token // 2
+    with pytest.raises(ValueError, match="leave no KV memory"):
+        kv_capacity_tokens(llama, 14e9)  # 13.5 GB of weights in 12.6 GB
+    free = 14e9 * 0.9 - parameters_per_device(llama, 2) * 2  # 5.9 GB per device, 256 KiB of KV per token
+    assert kv_capacity_tokens(llama, 14e9, tensor_parallel=2) == int(free // (llama.kv_bytes_per_token // 2)) > 22_000
+
+
+def test_fewer_kv_heads_than_devices_keep_one_per_device() -> None:
+    tiny = PRESETS["tiny"]  # 2 kv heads: on 4 devices each holds one, each kv head lives on two
+    assert tiny.kv_heads_per_device(4) == 1
+    assert tiny.kv_bytes_per_token_per_device(4) == tiny.kv_bytes_per_token // 2
+    with pytest.raises(ValueError, match="must divide"):
+        kv_capacity_tokens(ModelConfig.from_hf_dict(SMOLLM2_135M), 16e9, tensor_parallel=2)  # 9 heads
