@@ -412,6 +412,9 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--policies", default="vllm,infercept_swap,lamps", help="policies to compare")
     devices.add_argument("--seeds", default="0", help="arrival/predictor seeds; several give mean ± 95%% CI")
     devices.add_argument("--window", type=float, default=600.0, help="arrival window in seconds")
+    devices.add_argument(
+        "--arrivals", type=int, default=None, help="instead of --window: arrivals expected in each run (window x rate)"
+    )
     devices.add_argument("--kv-tokens", type=int, default=None, help="KV capacity of profiles that carry none")
     devices.add_argument("--max-model-len", type=int, default=2048, help="context limit: requests are cut to it")
     devices.add_argument("--saturation-policy", default="vllm", help="the policy whose saturation rate is the device's")
@@ -501,6 +504,7 @@ def _device_setting(args: argparse.Namespace):
         policies=tuple(p for p in args.policies.split(",") if p),
         seeds=tuple(int(v) for v in _floats(args.seeds)),
         window=args.window,
+        arrivals=args.arrivals,
         kv_tokens=args.kv_tokens,
         max_model_len=args.max_model_len,
         saturation_policy=args.saturation_policy,

@@ -159,6 +159,7 @@ class Setting:
     policies: tuple[str, ...] = DEFAULT_POLICIES
     seeds: tuple[int, ...] = (0,)
     window: float = 600.0
+    arrivals: int | None = None  # given: each run's window holds this many arrivals on average (arrivals / rate)
     kv_tokens: int | None = None  # KV capacity of the profiles that carry none
     max_model_len: int = 2048
     saturation_policy: str = SATURATION_POLICY
@@ -173,6 +174,8 @@ class Setting:
         if not self.policies or not self.seeds:
             raise ValueError("give at least one policy and one seed")
         check_kv_capacity(self.kv_tokens)
+        if self.arrivals is not None and self.arrivals < 1:
+            raise ValueError(f"arrivals must be >= 1, got {self.arrivals}")
         for policy in {*self.policies, self.saturation_policy}:  # a bad policy or window fails here
             self.point(policy, 1.0, "gptj-6b-a100", None, self.seeds[0])
 
@@ -182,7 +185,7 @@ class Setting:
             rate,
             policy,
             profile=profile,
-            window=self.window,
+            window=self.window if self.arrivals is None else self.arrivals / rate,
             kv_capacity_tokens=kv,
             seed=seed,
             max_model_len=self.max_model_len,

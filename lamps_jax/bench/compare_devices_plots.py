@@ -14,7 +14,9 @@ STRATEGY_COLORS = {"share_preserve": "tab:blue", "share_discard": "tab:orange", 
 
 def _setting_caption(setting: dict) -> str:
     return (
-        f"trace {setting['trace']}, window {setting['window']:g} s, seeds {', '.join(map(str, setting['seeds']))}; "
+        f"trace {setting['trace']}, "
+        + (f"window {setting['window']:g} s" if setting.get("arrivals") is None else f"{setting['arrivals']} arrivals")
+        + f", seeds {', '.join(map(str, setting['seeds']))}; "
         f"saturation: {setting['saturation_policy']}'s mean TTFT within {setting['ttft_limit']:g} s"
     )
 

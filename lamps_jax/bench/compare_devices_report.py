@@ -152,8 +152,14 @@ def setting_line(setting: dict) -> str:
     fractions = ", ".join(f"{f:g}" for f in setting["fractions"])
     rates = ", ".join(f"{r:g}" for r in setting["rates"])
     return (
-        f"Setting: trace {setting['trace']}, window {setting['window']:g} s, "
-        f"policies {', '.join(setting['policies'])}, seeds {', '.join(map(str, setting['seeds']))}, "
+        f"Setting: trace {setting['trace']}, "
+        + (
+            f"window {setting['window']:g} s"
+            if setting.get("arrivals") is None
+            else f"window {setting['arrivals']} / rate (that many arrivals expected in each run)"
+        )
+        + ", "
+        + f"policies {', '.join(setting['policies'])}, seeds {', '.join(map(str, setting['seeds']))}, "
         f"rates {fractions or 'none'} x each device's saturation"
         + (f" and {rates} requests/s" if rates else "")
         + f", max_model_len {setting['max_model_len']}, KV tokens {kv}; saturation: the highest rate at which "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lamps_jax.bench.compare_devices import MAX_RATE, find_saturation, strategy_mix, swap_vs_compute
+from lamps_jax.bench.compare_devices import MAX_RATE, Setting, find_saturation, strategy_mix, swap_vs_compute
 from lamps_jax.bench.sim_grid import SimPoint, run_point
 from lamps_jax.cli import main
 from lamps_jax.scheduler.cost_model import PROFILES
@@ -151,3 +151,12 @@ def test_compare_devices_rejects_bad_input_before_running(tmp_path: Path, capsys
     assert "must be numbers > 0" in capsys.readouterr().err
     assert main(["compare-devices", "gptj-6b-a100", "llama31-8b-h100", "--policies", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_arrivals_set_each_runs_window_from_its_rate() -> None:
+    setting = Setting(arrivals=600)
+    assert setting.point("vllm", 4.0, "gptj-6b-a100", None, 0).window == 150.0
+    assert setting.point("vllm", 0.5, "gptj-6b-a100", None, 0).window == 1200.0
+    assert Setting().point("vllm", 4.0, "gptj-6b-a100", None, 0).window == 600.0
+    with pytest.raises(ValueError, match="arrivals must be >= 1"):
+        Setting(arrivals=0)
