@@ -43,7 +43,7 @@ mkdir -p "$output/logs"
 printf 'step\tstatus\tseconds\tcommand\n' > "$output/steps.tsv"
 
 # step NAME LIMIT_SECONDS COMMAND...: runs COMMAND with its output in logs/NAME.log and records how it went.
-# The limits add up to 8.5 minutes on an accelerator; a CPU (compiling slowly, often shared) gets three times them.
+# The limits add up to 8.5 minutes on an accelerator; a CPU (compiling slowly, often shared) gets five times them.
 step() {
     local name="$1" limit=$(( $2 * limit_scale ))
     shift 2
@@ -69,7 +69,7 @@ if [ "$accelerator" != cpu ] && [ "$backend" != "$accelerator" ] && [ "$install"
 fi
 device=$("$PYTHON" -c 'import jax; print(jax.devices()[0].device_kind)' 2>/dev/null || echo unknown)
 echo "accelerator found: $accelerator; JAX backend: $backend ($device)"
-if [ "$backend" = cpu ]; then limit_scale=3; else limit_scale=1; fi
+if [ "$backend" = cpu ]; then limit_scale=5; else limit_scale=1; fi
 
 if [ -z "$model" ]; then
     if [ "$quick" = 1 ] || ! "$PYTHON" -c 'from lamps_jax.model.sources import smollm2_gguf_path; smollm2_gguf_path()' \

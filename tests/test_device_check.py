@@ -50,7 +50,7 @@ def test_the_summary_reads_every_steps_results(tmp_path: Path) -> None:
     text = (tmp_path / "summary.md").read_text()
     assert "| swap | failed (1) | 3 |" in text
     assert "parity on cpu (cpu): 2 checks, 1 FAILED" in text
-    assert "best 2010.0 GB/s with pallas at batch 8, context 2048, 60% of the device's peak" in text
+    assert "best 2010 GB/s with pallas at batch 8, context 2048, 60% of the device's peak" in text
     assert "- bench-engine: no results" in text and "- bench-swap: no results" in text
     assert "f = 46.3 us/token + 0 us/context token + 10 ms" in text and "decode 25% of roofline" in text
     with pytest.raises(FileNotFoundError, match=r"not the folder of a device_check\.sh run"):

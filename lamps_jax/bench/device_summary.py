@@ -33,7 +33,7 @@ def _attention_lines(rows: list[dict] | None) -> list[str]:
     best = max(rows, key=lambda r: r["gbps"])
     peak = f", {best['peak_fraction']:.0%} of the device's peak" if best.get("peak_fraction") else ", peak unknown"
     return [
-        f"- attention ({best['device']}): best {best['gbps']:.1f} GB/s with {best['impl']} at batch {best['batch']}, "
+        f"- attention ({best['device']}): best {best['gbps']:.4g} GB/s with {best['impl']} at batch {best['batch']}, "
         f"context {best['context']}{peak}; {len(rows)} points"
     ]
 
