@@ -14,6 +14,7 @@ from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.bench.serve_load import add_bench_serve_arguments, run_bench_serve
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.sources import check_model_source
+from lamps_jax.predictors import commands as length_predictor_commands
 from lamps_jax.request import SamplingParams
 from lamps_jax.scheduler.policies import policy_class
 from lamps_jax.server.tool_parsers import TOOL_PARSER_NAMES
@@ -423,6 +424,7 @@ def _build_parser() -> argparse.ArgumentParser:
     devices.add_argument(
         "--output", type=Path, default=Path("bench_results/devices"), help="folder for the report and plots"
     )
+    length_predictor_commands.add_commands(command)
     return parser
 
 
@@ -434,7 +436,7 @@ def _models(args: argparse.Namespace) -> list[str]:
         return args.model or ["smollm2-135m"]
     if args.command == "bench" and args.mode == "real":
         return [args.model]
-    return []
+    return length_predictor_commands.models(args)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -470,6 +472,8 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_sim_points(args)
     if args.command == "compare-devices":
         _device_setting(args)
+    if args.command in length_predictor_commands.COMMANDS:
+        length_predictor_commands.check(args)
     if args.command == "report" and not args.json.is_file():
         raise FileNotFoundError(f"no such file: {args.json}")
     if args.command == "bench-peers":
@@ -566,6 +570,8 @@ def _run(args: argparse.Namespace) -> None:
         compare_devices(args.profiles, _device_setting(args), args.jobs, args.output)
     elif args.command == "bench-serve":
         run_bench_serve(args)
+    elif args.command in length_predictor_commands.COMMANDS:
+        length_predictor_commands.run(args)
     elif args.command == "bench-swap":
         from lamps_jax.bench.swap_throughput import run_swap_benchmark
 

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from lamps_jax.scheduler.predictors import make_length_predictor
+
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
@@ -212,6 +214,8 @@ class SchedulerConfig:
     starvation_scope: str = "started"  # LAMPS: which waiting requests age: started (ran before) or all
     score_step: str = "saturated"  # LAMPS score: decode iterations timed as a full (saturated) or one-token one
     length_noise: float = 0.0  # relative error of the oracle-with-noise output-length predictor
+    # LAMPS's output-length predictor: oracle | oracle-noise:X | mean | learned:PATH (scheduler/predictors.py)
+    length_predictor: str = "oracle"
     enable_prefix_caching: bool = False  # freed full pages stay cached; a request with a cached prefix reuses it
     # AugServe's adaptive token budget: the least it shrinks to, as a share of max_num_batched_tokens (its ceiling)
     adaptive_budget_floor: float = 0.25
@@ -237,6 +241,7 @@ class SchedulerConfig:
             raise ValueError(f"admission_watermark must be in [0, 1), got {self.admission_watermark}")
         if self.starvation_threshold < 1 or self.length_noise < 0:
             raise ValueError("starvation_threshold must be >= 1 and length_noise >= 0")
+        make_length_predictor(self.length_predictor, self.length_noise)  # a bad spec fails here
         if not 0 < self.adaptive_budget_floor <= 1:
             raise ValueError(f"adaptive_budget_floor must be in (0, 1], got {self.adaptive_budget_floor}")
         if self.policy in PREFIX_CACHING_POLICIES and not self.enable_prefix_caching:

@@ -23,6 +23,7 @@ from lamps_jax.config import EngineConfig
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.output_processor import OutputProcessor, RequestDelta
 from lamps_jax.paged_kv.page_pool import PagePool
+from lamps_jax.predictors.serving import segment_lengths_for
 from lamps_jax.request import (
     ApiCall,
     ApiCallRecord,
@@ -47,7 +48,14 @@ class LLMEngine:
     """The serving loop. ``runner`` defaults to a ``JaxRunner`` over the model's params; the simulator
     passes a ``SimRunner`` (and a virtual clock) instead, with a model that has no params."""
 
-    def __init__(self, model: LoadedModel, config: EngineConfig | None = None, clock: Clock | None = None, runner=None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        config: EngineConfig | None = None,
+        clock: Clock | None = None,
+        runner=None,
+        model_name: str = "the serving model",
+    ):
         self.config = config or EngineConfig()
         self.model_config = model.config
         self.tokenizer = model.tokenizer
@@ -74,10 +82,14 @@ class LLMEngine:
         self.outputs = OutputProcessor(self._decode if self.tokenizer is not None else None)
         self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
         self._idle = False  # the last step had nothing to run
+        # length prediction: segment hidden states, a learned head's predictions, observed segment lengths
+        self.segment_lengths = segment_lengths_for(
+            self.config.scheduler.length_predictor, self.scheduler, model, model_name
+        )
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig | None = None, dtype: str = "float32", seed: int = 0):
-        return cls(load_model(model, dtype=dtype, seed=seed), config)
+        return cls(load_model(model, dtype=dtype, seed=seed), config, model_name=model)
 
     # ---- requests ---------------------------------------------------------------------------
     def add_request(
@@ -89,13 +101,16 @@ class LLMEngine:
         arrival_time: float | None = None,
         session_id: str | None = None,
         tool_use: ToolUse | None = None,
+        return_hidden_states: bool = False,
     ) -> str:
         """Queues a request; ``segments`` script its API calls and replace ``max_tokens`` (see ``Segment``).
 
         A ``session_id`` makes it a turn of a conversation: when it ends, its KV stays parked for
         ``EngineConfig.session_ttl`` seconds, and the session's next request reuses as much of it as its
         prompt matches (all of it when the prompt extends ``session_tokens(session_id)``). A ``tool_use`` makes
-        the request call tools itself (``api/tool_use.py``): the tools must be registered (``register_tool``)."""
+        the request call tools itself (``api/tool_use.py``): the tools must be registered (``register_tool``).
+        ``return_hidden_states`` keeps the hidden state each segment starts from (``Request.segment_hidden_states``);
+        a learned length predictor asks for them for every request."""
         params = sampling_params or SamplingParams()
         text = prompt if isinstance(prompt, str) else None
         token_ids = self._tokenize(prompt)
@@ -117,6 +132,7 @@ class LLMEngine:
             segments=tuple(segments),
             session_id=session_id,
             tool_use=tool_use,
+            return_hidden_states=return_hidden_states or self.segment_lengths.wants_hidden_states,
         )
         self.scheduler.add_request(request)
         self.outputs.add(request)
@@ -135,7 +151,10 @@ class LLMEngine:
     def abort_request(self, req_id: str) -> RequestOutput | None:
         """Ends a request wherever it is (running, waiting, mid-call, swapped out)."""
         request = self._finish(req_id, RequestStatus.FINISHED_ABORTED)
-        return None if request is None else self.outputs.delta(request).output
+        if request is None:
+            return None
+        self.segment_lengths.on_finish(request)
+        return self.outputs.delta(request).output
 
     @property
     def is_idle(self) -> bool:
@@ -197,10 +216,13 @@ class LLMEngine:
             self._finished += ended.values()
             for req_id in runner_out.req_ids:
                 request = advanced[req_id] = ended.get(req_id) or self.scheduler.requests[req_id]
+                self.segment_lengths.on_sampled(request, runner_out.hidden_states.get(req_id))
                 new_text = self.outputs.advance(request)
                 if not request.is_finished:
                     self._after_token(request, new_text)
         finished, self._finished = self._finished, []
+        for request in finished:
+            self.segment_lengths.on_finish(request)
         return advanced | {r.req_id: r for r in finished}
 
     def _after_token(self, request: Request, new_text: str) -> None:
@@ -212,6 +234,7 @@ class LLMEngine:
             call = trigger(request, text, new_text)
             if call is not None:
                 self.scheduler.pause(request, call)
+                self.segment_lengths.on_pause(request)
                 self.api.submit(request.req_id, call)
                 return
         if request.script_done:

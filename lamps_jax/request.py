@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lamps_jax.api.tool_use import ToolUse
@@ -139,6 +139,11 @@ class Request:
     planned_strategy: KVStrategy | None = None  # a strategy a policy fixed ahead of the call (LAMPS)
     session_id: str | None = None  # a turn of this session: its KV is parked when it ends, for the next turn
     tool_use: ToolUse | None = None  # the request's own tool calling (a server's tools): detection and results
+    return_hidden_states: bool = False  # the runner returns the final-norm hidden state of its sampling rows
+    hidden_state: Any = None  # the latest one it returned (a numpy array [D]); None before the first
+    # the hidden state each segment starts from (length prediction): the prompt's last token, then the last
+    # token the runner returned before each API call
+    segment_hidden_states: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events.append((self.status, self.arrival_time))

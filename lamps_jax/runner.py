@@ -6,7 +6,9 @@ power-of-two row bucket; every (Q, rows) bucket is compiled once, ahead of time,
 and called as that executable with the KV pages donated, so a steady run never traces or compiles
 (``num_compilations()`` counts traces). The jitted step is module-level with the model config
 static, so engines over the same model in one process share traces and compiled code.
-Only the sampled token ids come back to the host: one ``device_get`` per step.
+Only the sampled token ids come back to the host: one ``device_get`` per step. Every step also yields
+the final-norm hidden state of each row's last token; it joins that same ``device_get`` only for groups
+with a sampling row of a request that asks (``Request.return_hidden_states``, length prediction).
 
 With ``EngineConfig.tensor_parallel`` > 1 the params and KV pages are split over a ``("tp",)`` mesh
 (``model/sharding.py``) and the same step runs as one SPMD program over it; tensor_parallel = 1 keeps
@@ -69,13 +71,20 @@ def _step(
     _num_traces += 1  # runs only while tracing, i.e. once per compiled shape
     attention = paged_attention_fn(attention_impl, platform)  # the kernel for the runner's device
     if mesh is None:
-        logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention)
-        return sample(logits, sampling), k, v
+        logits, hidden, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention, return_hidden=True)
+        return sample(logits, sampling), hidden, k, v
     attention = sharding.attention_over_heads(attention, mesh)
     num_shards = mesh.shape[sharding.TP]
-    logits, k, v = forward_paged(params, k, v, inputs, cfg, pages_per_block, attention, num_shards=num_shards)
+    logits, hidden, k, v = forward_paged(
+        params, k, v, inputs, cfg, pages_per_block, attention, return_hidden=True, num_shards=num_shards
+    )
     logits = sharding.gathered_logits(logits, mesh)  # one all-gather of the logits before sampling
-    return sample(logits, sampling), sharding.split_over_kv_heads(k, mesh), sharding.split_over_kv_heads(v, mesh)
+    return (
+        sample(logits, sampling),
+        hidden,
+        sharding.split_over_kv_heads(k, mesh),
+        sharding.split_over_kv_heads(v, mesh),
+    )
 
 
 def _pow2_buckets(limit: int) -> list[int]:
@@ -91,6 +100,11 @@ class _Row:
     start: int  # position of the row's first token
     num_valid: int
     samples: bool  # this row's last token yields the request's next token
+
+
+def _wants_hidden(rows: list[_Row]) -> bool:
+    """A row of the group samples for a request that asks for its hidden states."""
+    return any(row.samples and row.chunk.request.return_hidden_states for row in rows)
 
 
 class JaxRunner:
@@ -185,9 +199,9 @@ class JaxRunner:
             self.swapper.warmup(self.kv)
 
     # ---- one step ---------------------------------------------------------------------------
-    def run_plan(self, plan: StepPlan) -> list[jax.Array]:
+    def run_plan(self, plan: StepPlan) -> list[tuple[jax.Array, jax.Array]]:
         """Dispatches a step's swaps, then its calls (the pages freed by a swap-out may be reused by them);
-        returns each call's tokens. Process 0 plans; in a multi-process run every process runs it."""
+        returns each call's (tokens, hidden). Process 0 plans; in a multi-process run every process runs it."""
         if self.swapper is not None:
             self.swapper.flush()  # earlier steps' swap-outs, done by now, land in the host store
             for page_ids, host_page_ids in plan.swap_out:
@@ -219,15 +233,18 @@ class JaxRunner:
         )
         if self._broadcasts:
             distributed.send(plan)
-        pending = [(group, tokens) for (group, _), tokens in zip(groups, self.run_plan(plan))]
-        host_tokens = jax.device_get([tokens for _, tokens in pending])
-        req_ids, sampled = [], []
-        for (group, _), tokens in zip(pending, host_tokens):
+        # (rows, tokens [R], hidden [R, D])
+        pending = [(group, *outputs) for (group, _), outputs in zip(groups, self.run_plan(plan))]
+        host = jax.device_get([(tokens, hidden if _wants_hidden(group) else None) for group, tokens, hidden in pending])
+        req_ids, sampled, hidden_states = [], [], {}
+        for (group, _, _), (tokens, hidden) in zip(pending, host):
             for i, row in enumerate(group):
                 if row.samples:
                     req_ids.append(row.chunk.req_id)
                     sampled.append(int(tokens[i]))
-        return RunnerOutput(req_ids, sampled, time.perf_counter() - start)
+                    if hidden is not None and row.chunk.request.return_hidden_states:
+                        hidden_states[row.chunk.req_id] = np.asarray(hidden[i], np.float32)
+        return RunnerOutput(req_ids, sampled, time.perf_counter() - start, hidden_states)
 
     def _rows(self, chunk: ScheduledChunk, q_len: int) -> list[_Row]:
         n = chunk.num_new_tokens
@@ -263,7 +280,7 @@ class JaxRunner:
             SamplingInputs(temperature, top_k, top_p, seeds, steps),
         )
 
-    def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> jax.Array:
+    def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> tuple[jax.Array, jax.Array]:
         executable = self._executables[arrays[0].token_ids.shape]  # (rows, q_len): a warmed bucket
-        tokens, self.kv.k, self.kv.v = executable(self.params, self.kv.k, self.kv.v, *arrays)
-        return tokens
+        tokens, hidden, self.kv.k, self.kv.v = executable(self.params, self.kv.k, self.kv.v, *arrays)
+        return tokens, hidden

@@ -139,12 +139,15 @@ def forward_paged(
     cfg: ModelConfig,
     pages_per_block: int,
     attention: Callable = paged_attention,
+    return_hidden: bool = False,
     num_shards: int = 1,
-) -> tuple[jax.Array, list[jax.Array], list[jax.Array]]:
+) -> tuple[jax.Array, ...]:
     """One serving step: returns logits [R, V] of each row's last valid token and the new pages.
 
-    ``attention`` has the contract of ``pallas_kernels.reference.paged_attention``. ``num_shards``: the
-    tensor-parallel degree the params were laid out for (``model/sharding.py``), 1 for unsharded params.
+    ``attention`` has the contract of ``pallas_kernels.reference.paged_attention``. With ``return_hidden``
+    it returns (logits, hidden [R, D], k, v): ``hidden`` is the final-norm hidden state of each row's last
+    valid token, the input of the LM head (what a length predictor reads). ``num_shards``: the tensor-parallel
+    degree the params were laid out for (``model/sharding.py``), 1 for unsharded params.
     """
     num_rows, num_q = inputs.token_ids.shape
     page_size = k_pages[0].shape[2]
@@ -179,6 +182,8 @@ def forward_paged(
     x = _decoder(params, take_rows(params["embed"], inputs.token_ids), positions, cfg, attend, num_shards)
     last = jnp.clip(inputs.num_valid - 1, 0, num_q - 1)
     h_last = jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]  # [R, D]
+    if return_hidden:
+        return _logits(params, h_last, cfg), rms_norm(h_last, params["final_norm"], cfg.rms_norm_eps), new_k, new_v
     return _logits(params, h_last, cfg), new_k, new_v
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lamps_jax.request import Request
 
@@ -58,3 +59,6 @@ class RunnerOutput:
     req_ids: list[str]  # requests that sampled a token this step
     sampled_token_ids: list[int]  # one per entry of req_ids (one host transfer per step)
     elapsed: float  # seconds the step took on the runner
+    # req_id -> final-norm hidden state [D] (a numpy array) of the row that sampled its token, for requests that
+    # ask (``Request.return_hidden_states``); it came back in the same host transfer as the tokens
+    hidden_states: dict[str, Any] = field(default_factory=dict)

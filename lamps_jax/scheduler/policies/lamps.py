@@ -25,7 +25,7 @@ from lamps_jax.request import ApiCall, KVStrategy, Request, RequestStatus
 from lamps_jax.scheduler.cost_model import CostModel
 from lamps_jax.scheduler.policies.base import Policy, cheapest_strategy_now
 from lamps_jax.scheduler.policies.forecast import Forecast, forecast
-from lamps_jax.scheduler.predictors import NoisyOraclePredictor
+from lamps_jax.scheduler.predictors import make_length_predictor
 from lamps_jax.scheduler.waste import cheapest_strategy, memory_time_score
 
 
@@ -36,7 +36,7 @@ class LampsPolicy(Policy):
 
     def __init__(self, config: SchedulerConfig, cost: CostModel) -> None:
         super().__init__(config, cost)
-        self.lengths = NoisyOraclePredictor(config.length_noise, config.predictor_seed)
+        self.lengths = make_length_predictor(config.length_predictor, config.length_noise, config.predictor_seed)
         self.starvation_threshold = config.starvation_threshold
         saturated = config.score_step == "saturated"
         self.score_step_time = cost.iteration_time(cost.token_budget if saturated else 1)
