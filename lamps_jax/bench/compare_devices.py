@@ -2,12 +2,13 @@
 
 Each profile (a built-in name, a cost model file or a calibrated device profile, see ``device_profile``) gets its
 saturation rate first: the highest rate at which ``saturation_policy`` keeps its mean TTFT within ``ttft_limit``
-(the rule of ``report.saturation_rates``), found by doubling and then bisecting the rate (``find_saturation``)
-on the first seed. Then every policy runs at ``fractions`` of that device's own saturation rate and at the
-absolute ``rates``, on the same arrivals per (rate, seed). The report (``comparison_tables``) holds the devices and
-their saturation rates, each policy's mean/p99 E2E and TTFT, the KV strategy mix of the paused calls, and why the
-mix can differ: per device the time to recompute a typical paused context against swapping it out and back
-(``swap_vs_compute``). Files: ``compare_devices.{md,json,csv}`` and two plots, every one named as it is written.
+(1 s, the rule of ``report.saturation_rates``; on a device whose idle prefill is too slow for that, the goodput
+SLO's TTFT), found by doubling and then bisecting the rate (``find_saturation``) on the first seed. Then every
+policy runs at ``fractions`` of that device's own saturation rate and at the absolute ``rates``, on the same
+arrivals per (rate, seed). The report (``comparison_tables``) holds the devices and their saturation rates, each
+policy's mean/p99 E2E and TTFT, the KV strategy mix of the paused calls, and why the mix can differ: per device the
+time to recompute a typical paused context against swapping it out and back (``swap_vs_compute``). Files:
+``compare_devices.{md,json,csv}`` and two plots, every one named as it is written.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from lamps_jax.bench.compare_devices_plots import latency_figure, mix_figure
 from lamps_jax.bench.compare_devices_report import comparison_tables
 from lamps_jax.bench.device_profile import ResolvedProfile, resolve_profile
+from lamps_jax.bench.metrics import DEFAULT_SLO_SCALE, slo_from_cost
 from lamps_jax.bench.plots import save
 from lamps_jax.bench.sim_grid import SimPoint, _point_requests, check_kv_capacity, run_grid
 from lamps_jax.bench.wording import plural, print_written
@@ -127,6 +129,7 @@ def strategy_mix(row: dict) -> dict:
 class Device:
     profile: ResolvedProfile
     kv_capacity_tokens: int | None  # given for a profile that carries none; None: the profile's own
+    ttft_limit: float  # seconds of mean TTFT past which the device is saturated
     saturation: Saturation
     why: dict
 
@@ -142,6 +145,7 @@ class Device:
             "roofline": (details.get("roofline") or {}).get("fractions"),
             "cost_model": cost.to_dict(),
             "kv_capacity_tokens": self.kv_capacity_tokens or cost.kv_capacity_tokens,
+            "ttft_limit_s": self.ttft_limit,
             "saturation_rate": self.saturation.sustained,
             "first_failing_rate": self.saturation.failed,
             "saturation_probes": [list(p) for p in self.saturation.probes],
@@ -204,13 +208,20 @@ def _device(profile: ResolvedProfile, setting: Setting, context: int) -> Device:
         point = setting.point(setting.saturation_policy, rate, profile.source, kv, setting.seeds[0])
         return run_grid([point], jobs=1, progress=False)[0].row["ttft_mean"]
 
-    saturation = find_saturation(ttft_at, setting.ttft_limit, setting.tolerance)
+    limit = ttft_limit(profile.cost, setting)
+    saturation = find_saturation(ttft_at, limit, setting.tolerance)
     print(
         f"{profile.label}: {setting.saturation_policy} sustains {saturation.sustained:.3g} requests/s "
-        f"(mean TTFT within {setting.ttft_limit:g} s; fails at {saturation.failed:.3g}; "
+        f"(mean TTFT within {limit:.3g} s; fails at {saturation.failed:.3g}; "
         f"{plural(len(saturation.probes), 'run')})"
     )
-    return Device(profile, kv, saturation, swap_vs_compute(profile.cost, context))
+    return Device(profile, kv, limit, saturation, swap_vs_compute(profile.cost, context))
+
+
+def ttft_limit(cost: CostModel, setting: Setting) -> float:
+    """The mean TTFT past which a device is saturated: ``setting.ttft_limit``, or on a device too slow for it the
+    goodput SLO's TTFT (``slo_from_cost``: ``DEFAULT_SLO_SCALE`` x the unloaded prefill of a max_model_len prompt)."""
+    return max(setting.ttft_limit, slo_from_cost(cost, setting.max_model_len, DEFAULT_SLO_SCALE).ttft)
 
 
 def _points(devices: list[Device], setting: Setting) -> list[tuple[Device, str, SimPoint]]:

@@ -59,7 +59,7 @@ def _us(seconds: float) -> str:
 
 def device_table(devices: list[dict]) -> str:
     header = ["device", "measured on", "a us/token", "b us/ctx token", "c ms", "a_s us/token", "b_s ms", "B"]
-    header += ["KV tokens", "saturation req/s"]
+    header += ["KV tokens", "TTFT limit s", "saturation req/s"]
     lines = []
     for d in devices:
         cost, identity = d["cost_model"], d["identity"]
@@ -75,6 +75,7 @@ def device_table(devices: list[dict]) -> str:
                 _ms(cost["swap_base"]),
                 str(cost["token_budget"]),
                 str(d["kv_capacity_tokens"]),
+                f"{d['ttft_limit_s']:.3g}",
                 f"{d['saturation_rate']:.3g}",
             ]
         )
@@ -163,7 +164,8 @@ def setting_line(setting: dict) -> str:
         f"rates {fractions or 'none'} x each device's saturation"
         + (f" and {rates} requests/s" if rates else "")
         + f", max_model_len {setting['max_model_len']}, KV tokens {kv}; saturation: the highest rate at which "
-        f"{setting['saturation_policy']} keeps its mean TTFT within {setting['ttft_limit']:g} s (seed "
+        f"{setting['saturation_policy']} keeps its mean TTFT within {setting['ttft_limit']:g} s, or within the "
+        "goodput SLO's TTFT (5x an idle prefill of a max_model_len prompt) where that is longer (seed "
         f"{setting['seeds'][0]}, bisected to {setting['tolerance']:.0%}); every other SimPoint field at its default."
     )
 

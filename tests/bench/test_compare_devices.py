@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from lamps_jax.bench.compare_devices import MAX_RATE, Setting, find_saturation, strategy_mix, swap_vs_compute
+from lamps_jax.bench.compare_devices import (
+    MAX_RATE,
+    Setting,
+    find_saturation,
+    strategy_mix,
+    swap_vs_compute,
+    ttft_limit,
+)
 from lamps_jax.bench.sim_grid import SimPoint, run_point
 from lamps_jax.cli import main
 from lamps_jax.scheduler.cost_model import PROFILES
@@ -160,3 +167,11 @@ def test_arrivals_set_each_runs_window_from_its_rate() -> None:
     assert Setting().point("vllm", 4.0, "gptj-6b-a100", None, 0).window == 600.0
     with pytest.raises(ValueError, match="arrivals must be >= 1"):
         Setting(arrivals=0)
+
+
+def test_a_device_too_slow_for_one_second_ttft_saturates_at_its_slo() -> None:
+    setting = Setting()
+    assert ttft_limit(PROFILES["gptj-6b-a100"], setting) == 1.0  # 5 x 154.8 ms idle prefill < 1 s
+    slow = dataclasses.replace(PROFILES["gptj-6b-a100"], iter_per_token=100 * 0.0463e-3)
+    # 2,048 prompt tokens in six chunks of <= 384 at 4.63 ms a token + 10 ms each, five times over
+    assert ttft_limit(slow, setting) == pytest.approx(5 * (2048 * 4.63e-3 + 6 * 0.01))
