@@ -270,7 +270,7 @@ class EngineConfig:
     api_error_policy: str = "resume"  # resume: append the error text and go on | abort: end with an error
     tool_call_tags: tuple[str, str] | None = None  # e.g. ("<tool_call>", "</tool_call>") to detect tool calls
     session_ttl: float = 60.0  # seconds a session's parked KV waits for its next turn before it is released
-    compilation_cache: bool = True  # keep compiled steps on disk between runs (compilation_cache.py)
+    compilation_cache: bool = True  # keep compiled steps on disk between runs (executable_store.py)
     tensor_parallel: int = 1  # devices of the ("tp",) mesh the model and KV pages are split over (model/sharding.py)
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
@@ -29,9 +29,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lamps_jax import distributed
-from lamps_jax.compilation_cache import enable_compilation_cache
 from lamps_jax.config import EngineConfig, ModelConfig
 from lamps_jax.distributed import StepPlan
+from lamps_jax.executable_store import default_store
 from lamps_jax.model import sharding
 from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
@@ -117,8 +117,8 @@ class JaxRunner:
         max_model_len: int,
         device: jax.Device | None = None,
     ) -> None:
-        if engine_cfg.compilation_cache:
-            enable_compilation_cache()
+        # compiled steps on disk: a warm start neither traces nor compiles
+        self.executable_store = default_store() if engine_cfg.compilation_cache else None
         self.mesh = None
         if engine_cfg.tensor_parallel == 1:
             self.device = device or jax.devices()[0]
@@ -132,6 +132,8 @@ class JaxRunner:
             self.mesh, model_cfg, self.params = sharding.shard_model(model_cfg, params, engine_cfg.tensor_parallel)
             self.device = self.mesh.devices.flat[0]
             kv_sharding = jax.sharding.NamedSharding(self.mesh, sharding.KV_PAGES)
+            # a multi-device step read back from the store aborts in XLA's deserialization (jax 0.10.2, CPU)
+            self.executable_store = None
         self.model_cfg = model_cfg  # under tensor parallelism: with kv heads repeated up to the mesh size
         self._broadcasts = jax.process_count() > 1 and distributed.is_leader()  # plans go to the followers
         page_size = engine_cfg.cache.page_size
@@ -177,8 +179,8 @@ class JaxRunner:
 
         Lowering holds the GIL, so buckets are lowered one after another; XLA compiles release it,
         so they run on a thread pool as the lowerings come. The steps then call these executables
-        directly: nothing is traced or compiled again (with the persistent compilation cache on,
-        a compile is a cache read).
+        directly: nothing is traced or compiled again. With the executable store on, a bucket compiled
+        by an earlier run of the same code is loaded instead, without tracing or lowering.
         """
         if self._executables:
             return  # warmed already (a runner shared by several engines)
@@ -187,16 +189,33 @@ class JaxRunner:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             futures = {}
             for shape in shapes:
-                lowered = _step.lower(
-                    self.params, self.kv.k, self.kv.v, *self._lowering_arrays(*shape[::-1]), **self._static_args
-                )
-                futures[shape] = pool.submit(lowered.compile)
+                args = (self.params, self.kv.k, self.kv.v, *self._lowering_arrays(*shape[::-1]))
+                futures[shape] = self._load_or_compile(pool, args)
                 futures[shape].add_done_callback(lambda _: bar.update(1))
             self._executables = {shape: future.result() for shape, future in futures.items()}
         bar.close()
         jax.block_until_ready([self._call(self._pad_arrays([], q_len, n)) for n, q_len in shapes])
         if self.swapper is not None:
             self.swapper.warmup(self.kv)
+
+    def _load_or_compile(self, pool: ThreadPoolExecutor, args: tuple) -> Future:
+        """A bucket's executable: loaded from the store, else lowered here and compiled (then stored) on ``pool``."""
+        store = self.executable_store
+        key = store.key("serving_step", args, self._static_args) if store else None
+        loaded = store.load(key) if store else None
+        if loaded is not None:
+            future = Future()
+            future.set_result(loaded)
+            return future
+        lowered = _step.lower(*args, **self._static_args)
+
+        def compile_and_store() -> jax.stages.Compiled:
+            compiled = lowered.compile()
+            if store:
+                store.save(key, compiled)
+            return compiled
+
+        return pool.submit(compile_and_store)
 
     # ---- one step ---------------------------------------------------------------------------
     def run_plan(self, plan: StepPlan) -> list[tuple[jax.Array, jax.Array]]:
