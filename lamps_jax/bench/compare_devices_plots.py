@@ -17,7 +17,8 @@ def _setting_caption(setting: dict) -> str:
         f"trace {setting['trace']}, "
         + (f"window {setting['window']:g} s" if setting.get("arrivals") is None else f"{setting['arrivals']} arrivals")
         + f", seeds {', '.join(map(str, setting['seeds']))}; "
-        f"saturation: {setting['saturation_policy']}'s mean TTFT within {setting['ttft_limit']:g} s"
+        f"saturation: {setting['saturation_policy']}'s mean TTFT within {setting['ttft_limit']:g} s "
+        "(or the device's SLO TTFT)"
     )
 
 
