@@ -9,11 +9,11 @@ per shape under the GIL (JAX's persistent compilation cache skips only XLA's com
 and the step compiles as before. A file that does not load (truncated, written by another jaxlib) is compiled over.
 Files sit in one folder per source fingerprint; only the ``KEEP_VERSIONS`` most recently written folders are kept.
 
-The store is in ``LAMPS_JAX_CACHE_DIR`` (default ``~/.cache/lamps_jax/executables``; ``""`` turns it off). It
-replaces JAX's persistent compilation cache rather than sitting on it: an executable that JAX read from its cache
-serializes without its machine code on CPU (jax 0.10; it fails with "Function ... not found" once loaded), so the
-store is off in a process that has turned JAX's cache on itself (a codebase embedding the engine keeps its own
-setting), and in multi-process runs, whose executables are bound to the processes that compiled them.
+The store is the ``executables`` folder of the disk cache (``disk_cache.py``; ``LAMPS_JAX_CACHE_DIR=""`` turns
+it off). It replaces JAX's persistent compilation cache rather than sitting on it: an executable that JAX read from
+its cache serializes without its machine code on CPU (jax 0.10; it fails with "Function ... not found" once
+loaded), so the store is off in a process that has turned JAX's cache on itself (a codebase embedding the engine
+keeps its own setting), and in multi-process runs, whose executables are bound to the processes that compiled them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import jax
 import jaxlib
 from jax.experimental import serialize_executable
 
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lamps_jax" / "executables"
+from lamps_jax.disk_cache import cache_root
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 KEEP_VERSIONS = 2  # source versions whose executables stay on disk (the current one and the one before)
 
@@ -135,9 +136,9 @@ class ExecutableStore:
 
 
 def default_store() -> ExecutableStore | None:
-    """The store in ``LAMPS_JAX_CACHE_DIR``; None when that is set empty, when JAX's own persistent cache is on in
-    this process, or in a multi-process run."""
-    cache_dir = os.environ.get("LAMPS_JAX_CACHE_DIR", str(DEFAULT_CACHE_DIR))
-    if not cache_dir or jax.config.jax_compilation_cache_dir or jax.process_count() > 1:
+    """The store in the disk cache; None when the cache is off, when JAX's own persistent cache is on in this
+    process, or in a multi-process run."""
+    root = cache_root()
+    if root is None or jax.config.jax_compilation_cache_dir or jax.process_count() > 1:
         return None
-    return ExecutableStore(cache_dir)
+    return ExecutableStore(root / "executables")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lamps_jax import executable_store
+from lamps_jax.disk_cache import DEFAULT_CACHE_ROOT
 from lamps_jax.executable_store import ExecutableStore, default_store
 
 traces = 0
@@ -96,9 +97,9 @@ def no_jax_cache():
 
 def test_the_default_store_is_in_the_environments_folder_or_the_default(no_jax_cache, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
-    assert default_store().directory == tmp_path
+    assert default_store().directory == tmp_path / "executables"
     monkeypatch.delenv("LAMPS_JAX_CACHE_DIR")
-    assert default_store().directory == executable_store.DEFAULT_CACHE_DIR
+    assert default_store().directory == DEFAULT_CACHE_ROOT / "executables"
 
 
 def test_it_is_off_when_emptied_or_when_jaxs_own_cache_is_on(no_jax_cache, monkeypatch, tmp_path) -> None:

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from lamps_jax.config import PRESETS, ModelConfig
 from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
+from lamps_jax.model.converted_cache import load_converted
 from lamps_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
 from lamps_jax.model.llama import Params
 from lamps_jax.model.quantize import quantize_params
@@ -32,8 +35,16 @@ class LoadedModel:
 
 
 def _from_gguf(path: Path, dtype: str) -> LoadedModel:
-    cfg, params, reader = load_gguf(path, dtype)
-    return LoadedModel(cfg, params, tokenizer_from_gguf(reader))
+    """Converted in float32 once (``converted_cache``), then cast."""
+
+    def convert():
+        cfg, params, reader = load_gguf(path)
+        return cfg, params, tokenizer_from_gguf(reader)
+
+    cfg, params, tokenizer = load_converted(path, convert)
+    if dtype != cfg.dtype:
+        cfg, params = cfg.replace(dtype=dtype), jax.tree.map(lambda w: w.astype(dtype), params)
+    return LoadedModel(cfg, params, tokenizer)
 
 
 def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel:

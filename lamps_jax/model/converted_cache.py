@@ -1,0 +1,112 @@
+"""GGUF models converted once: the float32 params, config and tokenizer of a conversion kept in the disk cache.
+
+Reading a GGUF file means parsing its metadata (SmolLM2's tokenizer alone is ~100k strings), dequantizing every
+tensor and fusing the projections: seconds on every start. The first load of a file writes the result to the
+``models`` folder of the disk cache (``disk_cache.py``): the params as one safetensors file (read back memory-mapped),
+the config as JSON and the tokenizer with ``save_pretrained``. A conversion is named by the file (resolved path,
+size, modification time) and a hash of the code that converts (this module, the GGUF loader, the params layout and
+the config); a change to any of them converts again, and the older conversions of a file of that name are removed,
+so the cache holds one per model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import safetensors.numpy
+
+from lamps_jax import config as config_module
+from lamps_jax.config import ModelConfig, RopeScaling
+from lamps_jax.disk_cache import cache_root
+from lamps_jax.model import gguf_loader, weights
+from lamps_jax.model.llama import Params
+from lamps_jax.model.tokenizer import load_hf_tokenizer
+
+CONVERTING_CODE = (Path(__file__), Path(gguf_loader.__file__), Path(weights.__file__), Path(config_module.__file__))
+PARAMS_FILE = "params.safetensors"
+CONFIG_FILE = "config.json"
+
+
+@functools.cache
+def _code_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in CONVERTING_CODE:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def conversion_dir(path: Path) -> Path | None:
+    """The folder of ``path``'s conversion in the disk cache; None when the cache is off."""
+    root = cache_root()
+    if root is None:
+        return None
+    path = path.resolve()
+    stat = path.stat()
+    name = hashlib.sha256(f"{path}\n{stat.st_size}\n{stat.st_mtime_ns}\n{_code_fingerprint()}".encode()).hexdigest()
+    return root / "models" / f"{path.stem}-{name[:16]}"
+
+
+def _flat(params: Params) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
+
+
+def _unflat(arrays: dict[str, np.ndarray], cfg: ModelConfig) -> Params:
+    abstract = jax.eval_shape(lambda: weights.init_params(cfg))
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    return jax.tree.unflatten(treedef, [jnp.asarray(arrays[jax.tree_util.keystr(key)]) for key, _ in keyed])
+
+
+def _config_from_json(text: str) -> ModelConfig:
+    fields = json.loads(text)
+    fields["rope_scaling"] = RopeScaling(**fields["rope_scaling"])
+    fields["eos_token_ids"] = tuple(fields["eos_token_ids"])
+    return ModelConfig(**fields)
+
+
+def _read(folder: Path) -> tuple[ModelConfig, Params, Any] | None:
+    try:
+        cfg = _config_from_json((folder / CONFIG_FILE).read_text())
+        params = _unflat(safetensors.numpy.load_file(folder / PARAMS_FILE), cfg)
+        return cfg, params, load_hf_tokenizer(folder / "tokenizer")
+    except Exception:  # a conversion cut short or damaged is converted again
+        return None
+
+
+def _write(folder: Path, cfg: ModelConfig, params: Params, tokenizer: Any) -> None:
+    """Writes into a temporary folder renamed into place, so a reader never sees half a conversion."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for older in folder.parent.glob(f"{folder.name.rsplit('-', 1)[0]}-*"):
+        shutil.rmtree(older, ignore_errors=True)  # conversions by other code, or of another version of the file
+    staging = folder.with_name(f"{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    safetensors.numpy.save_file(_flat(params), staging / PARAMS_FILE)
+    (staging / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    tokenizer.save_pretrained(str(staging / "tokenizer"))
+    staging.rename(folder)
+
+
+def load_converted(
+    path: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]
+) -> tuple[ModelConfig, Params, Any]:
+    """(config, float32 params, tokenizer) of the GGUF file ``path``: from the cache, else from ``convert()``, whose
+    result is cached for the next start."""
+    folder = conversion_dir(path)
+    cached = _read(folder) if folder is not None and folder.is_dir() else None
+    if cached is not None:
+        return cached
+    cfg, params, tokenizer = convert()
+    if folder is not None:
+        _write(folder, cfg, params, tokenizer)
+    return cfg, params, tokenizer
