@@ -83,6 +83,7 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
             max_num_batched_tokens=args.max_num_batched_tokens,
             kv_strategy=args.kv_strategy,
             num_host_pages=args.host_kv_pages,
+            length_predictor=args.length_predictor,
             enable_prefix_caching=args.enable_prefix_caching,
         ),
         max_model_len=args.max_model_len,

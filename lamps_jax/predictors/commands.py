@@ -57,6 +57,22 @@ def add_commands(command) -> None:
         "as <output>.md and <output>.json",
     )
 
+    bench = command(
+        "bench-length-predictor", "LAMPS with learned vs oracle vs noisy vs mean lengths (simulated); head cost"
+    )
+    bench.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset stem (collect-lengths --output)")
+    bench.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="train-predictor's head (orbax folder)")
+    bench.add_argument("--rates", default="6,8", help="request rates (req/s): around LAMPS's saturation on these requests")
+    bench.add_argument("--seeds", default="0,1,2", help="arrival seeds (the table shows their mean)")
+    bench.add_argument("--window", type=float, default=300.0, help="arrival window in seconds")
+    bench.add_argument("--profile", default="gptj-6b-a100", help="cost profile of the simulator")
+    bench.add_argument(
+        "--output",
+        type=Path,
+        default=Path("bench_results/length_predictor"),
+        help="folder: writes simulation.md and simulation.json there",
+    )
+
 
 def check(args: argparse.Namespace) -> None:
     if args.command == "collect-lengths":
@@ -79,6 +95,17 @@ def check(args: argparse.Namespace) -> None:
         _train_config(args)
         if not 0 < args.validation < 1 or args.folds < 2:
             raise ValueError("--validation must be in (0, 1) and --folds >= 2")
+
+    if args.command == "bench-length-predictor":
+        if not _floats(args.rates) or not _ints(args.seeds) or not args.window > 0:
+            raise ValueError("bench-length-predictor needs rates, seeds and a window > 0 seconds")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(w) for w in _words(text)]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _words(text: str) -> list[str]:
@@ -121,6 +148,11 @@ def run(args: argparse.Namespace) -> None:
 
         specs = [(kind, hidden_size) for kind in _words(args.kinds) for hidden_size in _ints(args.hidden_sizes)]
         train_and_report(args.dataset, specs, _train_config(args), args.folds, args.validation, args.output)
+    elif args.command == "bench-length-predictor":
+        from lamps_jax.predictors.bench import run_benchmark
+
+        rates, seeds = _floats(args.rates), _ints(args.seeds)
+        run_benchmark(args.dataset, args.head, rates, seeds, args.window, args.profile, args.output)
 
 
 def _collect(args: argparse.Namespace) -> None:

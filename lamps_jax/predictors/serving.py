@@ -47,6 +47,10 @@ class HostLengthHead:
         """Predicted length of the segment that starts from ``hidden`` [D]."""
         return float(self._predict(self.params, jax.device_put(hidden[None], self._cpu))[0])
 
+    def predict_batch(self, hidden: np.ndarray) -> np.ndarray:
+        """Predicted lengths [B] for hidden states [B, D] (one call for a whole step's predictions)."""
+        return np.asarray(self._predict(self.params, jax.device_put(hidden, self._cpu)))
+
     def set_params(self, params: dict) -> None:
         self.params = jax.device_put(params, self._cpu)
 
