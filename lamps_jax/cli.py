@@ -64,6 +64,11 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host-kv-pages", type=int, default=0, help="host pages for swapped KV (0 = no swapping)")
     p.add_argument(
+        "--length-predictor",
+        default="oracle",
+        help="lamps / lamps_plus output lengths: oracle, oracle-noise:X, mean or learned:PATH (train-predictor's head)",
+    )
+    p.add_argument(
         "--tensor-parallel", type=int, default=1, help="devices the model and KV are split over (--kv-memory-mib each)"
     )
     p.add_argument(
