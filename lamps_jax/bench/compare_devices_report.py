@@ -129,7 +129,8 @@ def why_table(devices: list[dict]) -> str:
 
 def mix_differences(merged: list[dict], devices: list[dict]) -> list[str]:
     """Per rate (a fraction of saturation, or absolute) and policy run on every device: each strategy whose share
-    differs by ``MIX_GAP`` or more between devices, with the devices' swap / recompute ratios."""
+    differs by ``MIX_GAP`` or more between devices, with each device's swap / recompute ratio and the call time
+    below which preserving beats swapping (``swap_vs_compute``)."""
     why = {d["device"]: d["why"] for d in devices}
     notes = []
     for (compare_at, policy), group in group_rows(merged, ["compare_at", "policy"]).items():
@@ -139,11 +140,15 @@ def mix_differences(merged: list[dict], devices: list[dict]) -> list[str]:
             low, high = min(group, key=lambda r: r[share]), max(group, key=lambda r: r[share])
             if high[share] - low[share] >= MIX_GAP:
                 strategy = share.removeprefix("share_")
-                ratios = ", ".join(f"{r['device']} {why[r['device']]['swap_over_recompute']:.3g}" for r in group)
+                ratios = "; ".join(
+                    f"{r['device']} {why[r['device']]['swap_over_recompute']:.3g} and "
+                    f"{why[r['device']]['preserve_beats_swap_below_s']:.3g} s"
+                    for r in group
+                )
                 notes.append(
                     f"{policy} at {compare_at}: {strategy} {high[share]:.0%} of the paused calls on "
-                    f"{high['device']} vs {low[share]:.0%} on {low['device']} (swap out+in / recompute of C = "
-                    f"{ratios})."
+                    f"{high['device']} vs {low[share]:.0%} on {low['device']} (swap out+in / recompute of C, and the "
+                    f"call time below which preserving C beats swapping it: {ratios})."
                 )
     return notes
 
