@@ -62,7 +62,7 @@ def add_commands(command) -> None:
     )
     bench.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset stem (collect-lengths --output)")
     bench.add_argument("--head", type=Path, default=DEFAULT_HEAD, help="train-predictor's head (orbax folder)")
-    bench.add_argument("--rates", default="6,8", help="request rates (req/s): around LAMPS's saturation on these requests")
+    bench.add_argument("--rates", default="6,8", help="request rates (req/s): around saturation on these requests")
     bench.add_argument("--seeds", default="0,1,2", help="arrival seeds (the table shows their mean)")
     bench.add_argument("--window", type=float, default=300.0, help="arrival window in seconds")
     bench.add_argument("--profile", default="gptj-6b-a100", help="cost profile of the simulator")
@@ -96,9 +96,10 @@ def check(args: argparse.Namespace) -> None:
         if not 0 < args.validation < 1 or args.folds < 2:
             raise ValueError("--validation must be in (0, 1) and --folds >= 2")
 
-    if args.command == "bench-length-predictor":
-        if not _floats(args.rates) or not _ints(args.seeds) or not args.window > 0:
-            raise ValueError("bench-length-predictor needs rates, seeds and a window > 0 seconds")
+    if args.command == "bench-length-predictor" and (
+        not _floats(args.rates) or not _ints(args.seeds) or not args.window > 0
+    ):
+        raise ValueError("bench-length-predictor needs rates, seeds and a window > 0 seconds")
 
 
 def _floats(text: str) -> list[float]:

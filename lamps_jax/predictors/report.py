@@ -81,6 +81,7 @@ def train_and_report(
     specs = [HeadSpec(kind, hidden_size, data.hidden.shape[1]) for kind, hidden_size in head_shapes]
     predicted, bins, validation_mae = cross_validate(data, specs, config, folds, validation)
     rows = {name: scores(predicted[name], bins[name], data.lengths) for name in predicted}
+    rows["global mean"]["spearman"] = float("nan")  # constant within each fold: no rank order to score
     for name, mae in validation_mae.items():
         rows[name]["validation_mae"] = mae
     best_spec = min(specs, key=lambda spec: validation_mae[head_name(spec)])
