@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
+from transformers import PreTrainedTokenizerFast
 
 from lamps_jax import config as config_module
 from lamps_jax.config import ModelConfig, RopeScaling
 from lamps_jax.disk_cache import cache_root
 from lamps_jax.model import gguf_loader, weights
 from lamps_jax.model.llama import Params
-from lamps_jax.model.tokenizer import load_hf_tokenizer
 
 CONVERTING_CODE = (Path(__file__), Path(gguf_loader.__file__), Path(weights.__file__), Path(config_module.__file__))
 PARAMS_FILE = "params.safetensors"
@@ -61,10 +62,25 @@ def _flat(params: Params) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
 
 
-def _unflat(arrays: dict[str, np.ndarray], cfg: ModelConfig) -> Params:
-    abstract = jax.eval_shape(lambda: weights.init_params(cfg))
-    keyed, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    return jax.tree.unflatten(treedef, [jnp.asarray(arrays[jax.tree_util.keystr(key)]) for key, _ in keyed])
+def _unflat(arrays: dict[str, np.ndarray]) -> Params:
+    """The params tree back from its ``keystr`` paths: ``['layers'][3]['wqkv']`` is ``params["layers"][3]["wqkv"]``."""
+    params: dict = {}
+    for path, array in arrays.items():
+        keys = [name or int(index) for name, index in re.findall(r"\['([^']+)'\]|\[(\d+)\]", path)]
+        node = params
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = jnp.asarray(array)
+    return _lists(params)
+
+
+def _lists(node):
+    """Dicts keyed 0..n-1 (the layers, as unflattened) become lists."""
+    if not isinstance(node, dict):
+        return node
+    if node and all(isinstance(k, int) for k in node):
+        return [_lists(node[i]) for i in range(len(node))]
+    return {k: _lists(v) for k, v in node.items()}
 
 
 def _config_from_json(text: str) -> ModelConfig:
@@ -77,8 +93,8 @@ def _config_from_json(text: str) -> ModelConfig:
 def _read(folder: Path) -> tuple[ModelConfig, Params, Any] | None:
     try:
         cfg = _config_from_json((folder / CONFIG_FILE).read_text())
-        params = _unflat(safetensors.numpy.load_file(folder / PARAMS_FILE), cfg)
-        return cfg, params, load_hf_tokenizer(folder / "tokenizer")
+        params = _unflat(safetensors.numpy.load_file(folder / PARAMS_FILE))
+        return cfg, params, PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
     except Exception:  # a conversion cut short or damaged is converted again
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
 _BYTE_CHAT_TEMPLATE = (
@@ -40,4 +40,6 @@ def load_hf_tokenizer(path: Path) -> PreTrainedTokenizerBase | None:
     """The directory's tokenizer, or None when it has none (token-id prompts still work)."""
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         return None
+    from transformers import AutoTokenizer  # imports torch when it is installed: only for directories that need it
+
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
