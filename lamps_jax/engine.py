@@ -71,6 +71,10 @@ class LLMEngine:
             self.clock,
             cache_salt=hash(model.config),  # cached pages of one model never serve another
         )
+        # length prediction (segment hidden states, a learned head, observed lengths); a bad head fails before compiling
+        self.segment_lengths = segment_lengths_for(
+            self.config.scheduler.length_predictor, self.scheduler, model, model_name
+        )
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup()
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
@@ -82,10 +86,6 @@ class LLMEngine:
         self.outputs = OutputProcessor(self._decode if self.tokenizer is not None else None)
         self._finished: list[Request] = []  # ended outside a step's update (API errors), reported by step()
         self._idle = False  # the last step had nothing to run
-        # length prediction: segment hidden states, a learned head's predictions, observed segment lengths
-        self.segment_lengths = segment_lengths_for(
-            self.config.scheduler.length_predictor, self.scheduler, model, model_name
-        )
 
     @classmethod
     def from_model(cls, model: str, config: EngineConfig | None = None, dtype: str = "float32", seed: int = 0):

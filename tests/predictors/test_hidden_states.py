@@ -29,7 +29,7 @@ def add_requests(engine: LLMEngine, count: int, ask_every: int) -> list:
 
 
 def test_hidden_states_add_no_compile_and_no_transfer(tiny_model, monkeypatch) -> None:
-    engine = LLMEngine(tiny_model, small_engine_config(num_pages=96, max_num_seqs=8, token_budget=32))
+    engine = LLMEngine(tiny_model, small_engine_config(num_pages=48, max_num_seqs=8, token_budget=32))
     warm = num_compilations()
     transfers = steps = 0
     device_get, execute = jax.device_get, engine.runner.execute
@@ -57,7 +57,7 @@ def test_hidden_states_add_no_compile_and_no_transfer(tiny_model, monkeypatch) -
 
 
 def test_the_first_state_is_the_prompts_last_token_after_the_final_norm(tiny_model) -> None:
-    engine = LLMEngine(tiny_model, small_engine_config(num_pages=96, max_num_seqs=8, token_budget=32))
+    engine = LLMEngine(tiny_model, small_engine_config(num_pages=48, max_num_seqs=8, token_budget=32))
     requests = add_requests(engine, 4, ask_every=1)
     drain(engine)
     params = tiny_model.params

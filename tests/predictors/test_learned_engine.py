@@ -19,7 +19,7 @@ from tests.predictors.test_hidden_states import add_requests
 
 
 def lamps_engine(model, length_predictor: str) -> LLMEngine:
-    config = small_engine_config(num_pages=96, max_num_seqs=8, token_budget=32)
+    config = small_engine_config(num_pages=48, max_num_seqs=8, token_budget=32)
     scheduler = dataclasses.replace(config.scheduler, policy="lamps", length_predictor=length_predictor)
     return LLMEngine(model, dataclasses.replace(config, scheduler=scheduler))
 
