@@ -27,6 +27,7 @@ from lamps_jax.model.llama import forward_dense
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.pallas_kernels import reference
 from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
+from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
 from lamps_jax.request import SamplingParams
 
 PAGE_SIZE = 16
@@ -43,26 +44,21 @@ DENSE_PAD = 128  # one dense shape: causal attention makes trailing padding invi
 
 def kernel_batch(num_q: int, group: int, dtype: str, seed: int = 0) -> tuple[tuple, np.ndarray]:
     """Kernel arguments and the [R, Q] mask of valid query tokens."""
-    rng = np.random.default_rng(seed)
-    num_pages = 1 + sum(-(-c // PAGE_SIZE) for c in CONTEXTS)
-    q = rng.standard_normal((len(CONTEXTS), num_q, NUM_KV_HEADS * group, HEAD_DIM)) / np.sqrt(HEAD_DIM)
-    k_pages, v_pages = rng.standard_normal((2, NUM_KV_HEADS, num_pages, PAGE_SIZE, HEAD_DIM))
-    page_ids = iter(rng.permutation(np.arange(1, num_pages)))
-    page_table = np.zeros((len(CONTEXTS), WIDTH), np.int32)
-    for row, context in enumerate(CONTEXTS):
-        for col in range(-(-context // PAGE_SIZE)):
-            page_table[row, col] = next(page_ids)
-    context_lens = np.array(CONTEXTS, np.int32)
     num_valid = np.minimum(VALID, num_q)
-    block_tokens = PAGES_PER_BLOCK * PAGE_SIZE
-    args = (
-        jnp.asarray(q, dtype),
-        jnp.asarray(k_pages, dtype),
-        jnp.asarray(v_pages, dtype),
-        jnp.asarray(page_table),
-        jnp.asarray(context_lens - num_valid),
-        jnp.asarray(context_lens),
-        jnp.asarray(-(-context_lens.max() // block_tokens), jnp.int32),
+    num_pages = 1 + sum(-(-c // PAGE_SIZE) for c in CONTEXTS)
+    args = ragged_batch(
+        np.random.default_rng(seed),
+        CONTEXTS,
+        num_valid,
+        num_q,
+        NUM_KV_HEADS * group,
+        NUM_KV_HEADS,
+        HEAD_DIM,
+        PAGE_SIZE,
+        num_pages,
+        WIDTH,
+        PAGES_PER_BLOCK * PAGE_SIZE,
+        dtype,
     )
     return args, np.arange(num_q)[None, :] < num_valid[:, None]
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from lamps_jax.config import EngineConfig
 from lamps_jax.pallas_kernels import cpu_attention, reference
 from lamps_jax.pallas_kernels.ops import ATTENTION_IMPLS, paged_attention_fn, resolve_attention_impl
+from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
 from tests.pallas_kernels.test_engine_pallas import greedy_tokens
 
 HEAD_DIM = 8
@@ -33,25 +34,21 @@ def jitted(fn, **kwargs):
 
 
 def make_batch(rng: np.random.Generator, contexts, num_valid, num_q, group, num_kv_heads, page_size, width, dtype):
-    """Kernel arguments: row r holds num_valid[r] real query tokens ending at contexts[r]."""
-    num_rows = len(contexts)
-    q = rng.standard_normal((num_rows, num_q, num_kv_heads * group, HEAD_DIM)) / np.sqrt(HEAD_DIM)
-    k_pages, v_pages = 2 * rng.standard_normal((2, num_kv_heads, NUM_PAGES, page_size, HEAD_DIM))
-    page_ids = iter(rng.permutation(np.arange(1, NUM_PAGES)))
-    page_table = np.zeros((num_rows, width), np.int32)
-    for row, context in enumerate(contexts):
-        for col in range(-(-context // page_size)):
-            page_table[row, col] = next(page_ids)
-    context_lens = np.asarray(contexts, np.int32)
-    q_start = context_lens - np.asarray(num_valid, np.int32)
-    return (
-        jnp.asarray(q, dtype),
-        jnp.asarray(k_pages, dtype),
-        jnp.asarray(v_pages, dtype),
-        jnp.asarray(page_table),
-        jnp.asarray(q_start),
-        jnp.asarray(context_lens),
-        jnp.asarray(max(1, -(-max(contexts) // (width * page_size // 2))), jnp.int32),  # 2 blocks per table
+    """Kernel arguments: row r holds num_valid[r] real query tokens ending at contexts[r]; 2 KV blocks per table."""
+    return ragged_batch(
+        rng,
+        contexts,
+        num_valid,
+        num_q,
+        num_kv_heads * group,
+        num_kv_heads,
+        HEAD_DIM,
+        page_size,
+        NUM_PAGES,
+        width,
+        width * page_size // 2,
+        dtype,
+        kv_scale=2.0,
     )
 
 

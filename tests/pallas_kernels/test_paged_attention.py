@@ -20,6 +20,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from lamps_jax.pallas_kernels import reference
 from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
+from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
 from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
 
 PAGE_SIZE = 4
@@ -37,27 +38,20 @@ ATOL = {jnp.float32: 2e-5, jnp.bfloat16: 2e-2}
 
 def make_batch(num_q: int, group: int, dtype, seed: int = 0) -> tuple[tuple, np.ndarray]:
     """Kernel arguments and the [R, Q] mask of valid query tokens."""
-    rng = np.random.default_rng(seed)
-    num_heads = NUM_KV_HEADS * group
-    q = rng.standard_normal((len(CONTEXTS), num_q, num_heads, HEAD_DIM)) / np.sqrt(HEAD_DIM)
-    k_pages, v_pages = rng.standard_normal((2, NUM_KV_HEADS, NUM_PAGES, PAGE_SIZE, HEAD_DIM))
-    page_ids = iter(rng.permutation(np.arange(1, NUM_PAGES)))
-    page_table = np.zeros((len(CONTEXTS), WIDTH), np.int32)
-    for row, context in enumerate(CONTEXTS):
-        for col in range(-(-context // PAGE_SIZE)):
-            page_table[row, col] = next(page_ids)
-    context_lens = np.array(CONTEXTS, np.int32)
     num_valid = np.minimum(VALID, num_q)
-    q_start = context_lens - num_valid
-    num_kv_blocks = np.int32(-(-context_lens.max() // (PAGES_PER_BLOCK * PAGE_SIZE)))
-    args = (
-        jnp.asarray(q, dtype),
-        jnp.asarray(k_pages, dtype),
-        jnp.asarray(v_pages, dtype),
-        jnp.asarray(page_table),
-        jnp.asarray(q_start),
-        jnp.asarray(context_lens),
-        jnp.asarray(num_kv_blocks),
+    args = ragged_batch(
+        np.random.default_rng(seed),
+        CONTEXTS,
+        num_valid,
+        num_q,
+        NUM_KV_HEADS * group,
+        NUM_KV_HEADS,
+        HEAD_DIM,
+        PAGE_SIZE,
+        NUM_PAGES,
+        WIDTH,
+        PAGES_PER_BLOCK * PAGE_SIZE,
+        dtype,
     )
     return args, np.arange(num_q)[None, :] < num_valid[:, None]
 
