@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lamps_jax.cli import _build_parser, _check_args
+from lamps_jax.cli import _check_args
+from lamps_jax.cli_parser import build_parser
 from tests.run_deps_only import REPO, make_run_site, run
 
 README = (REPO / "README.md").read_text()
@@ -37,7 +38,7 @@ def test_help_runs_on_the_run_dependencies_and_prints_nothing_on_stderr(run_site
 
 
 def test_every_command_prints_its_help() -> None:
-    parser = _build_parser()
+    parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # the subcommands, by name
     for name, command in commands.items():
         assert command.format_help(), name  # a stray % in a help text fails here
@@ -54,7 +55,7 @@ def test_generate_chat_on_tiny_runs_on_the_run_dependencies(run_site: Path) -> N
 def test_every_command_line_in_the_readme_parses_and_passes_the_argument_checks() -> None:
     lines = [line for block in code_blocks("bash") for line in block.splitlines() if line.startswith("lamps-jax")]
     assert len(lines) >= 10
-    parser = _build_parser()
+    parser = build_parser()
     for line in lines:
         args = parser.parse_args(shlex.split(line.split("#")[0])[1:])
         if args.command != "report" and "path/to" not in line:  # placeholders name no real file

@@ -29,7 +29,8 @@ from lamps_jax.bench.serve_load import (
 )
 from lamps_jax.bench.serve_report import METRICS, in_process_summary
 from lamps_jax.bench.server_process import BenchServeError, spawned_server
-from lamps_jax.cli import _build_parser, _serve_engine_config
+from lamps_jax.cli import _serve_engine_config
+from lamps_jax.cli_parser import build_parser
 from lamps_jax.engine import LLMEngine
 from lamps_jax.server.app import build_app
 from lamps_jax.workload.traces import load_trace
@@ -83,7 +84,7 @@ def test_the_defaults_are_bench_real_modes() -> None:
 def test_a_spawned_server_builds_the_engine_config_of_the_in_process_run() -> None:
     command = serve_command("tiny", "infercept", 8123, SETTINGS)
     assert command[:4] == [sys.executable, "-m", "lamps_jax.cli", "serve"]
-    args = _build_parser().parse_args(command[3:])
+    args = build_parser().parse_args(command[3:])
     assert _serve_engine_config(args) == SETTINGS.config("infercept")
     assert (args.model, args.host, args.port, args.dtype) == ("tiny", "127.0.0.1", 8123, "float32")
 
