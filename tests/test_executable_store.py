@@ -108,3 +108,13 @@ def test_it_is_off_when_emptied_or_when_jaxs_own_cache_is_on(no_jax_cache, monke
     monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "theirs"))  # an embedding codebase's choice
     assert default_store() is None
+
+
+def test_a_code_change_makes_every_key_and_folder_new(tmp_path, monkeypatch) -> None:
+    store = ExecutableStore(tmp_path)
+    pages, rows = _args()
+    key, folder = store.key("update", (pages, rows), {"scale": 2.0}), store.version_dir
+    store.save(key, _update.lower(pages, rows, scale=2.0).compile())
+    monkeypatch.setattr(executable_store, "source_fingerprint", lambda: "edited" * 8)
+    assert store.key("update", (pages, rows), {"scale": 2.0}) != key and store.version_dir != folder
+    assert store.load(key) is None  # the old executable is not found under the new version

@@ -81,6 +81,13 @@ def test_a_damaged_conversion_or_a_changed_file_converts_again(monkeypatch, tmp_
     assert len(calls) == 2 and [d.name != folder.name for d in (tmp_path / "models").iterdir()] == [True]
 
 
+def test_a_change_to_the_converting_code_names_a_new_conversion(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
+    before = converted_cache.conversion_dir(smollm2_gguf_path())
+    monkeypatch.setattr(converted_cache, "_code_fingerprint", lambda: "edited")
+    assert converted_cache.conversion_dir(smollm2_gguf_path()) != before
+
+
 def test_nothing_is_kept_when_the_cache_is_off(monkeypatch) -> None:
     monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", "")
     assert converted_cache.conversion_dir(smollm2_gguf_path()) is None
