@@ -49,7 +49,7 @@ def test_a_missed_goal_says_so() -> None:
     assert "1.10x (missed)" in line and "+22.2% (missed)" in line
 
 
-def test_the_four_stages_write_their_tables_and_the_goals(tmp_path: Path, monkeypatch) -> None:
+def test_every_stage_writes_its_tables_and_the_goals(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(peer_comparison, "PEERS", ("infercept", "lamps"))
     monkeypatch.setattr(peer_comparison, "WORKLOADS", {"multi": peer_comparison.Workload("multi", (5, 40), 2048, 4.0)})
     lines = peer_comparison.run_peer_comparison(tmp_path, ["multi"], seeds=(0,), jobs=1)
