@@ -139,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = command("bench-engine", "generation throughput beside Hugging Face and llama.cpp, with rooflines")
     bench.add_argument("--model", action="append", help="tiny and/or smollm2-135m (repeatable; default: smollm2-135m)")
     bench.add_argument("--batch-sizes", default="1,8,32", help="prompts per wave (the prompts run in waves)")
-    bench.add_argument("--num-prompts", type=int, default=32, help="chat prompts per run, the same for every engine")
+    bench.add_argument(
+        "--num-prompts",
+        type=int,
+        default=32,
+        help="chat prompts per run, the same for every engine (32 distinct; more repeat them)",
+    )
     bench.add_argument("--max-tokens", type=int, default=128, help="tokens generated per prompt")
     bench.add_argument(
         "--peers",

@@ -1,6 +1,7 @@
 """Generation throughput of the engine beside its peers (Hugging Face transformers, llama.cpp), same workload.
 
-The workload: ``num_prompts`` chat-templated questions (the same token ids for every engine), ``max_tokens``
+The workload: ``num_prompts`` chat-templated questions (the same token ids for every engine; past the
+``len(QUESTIONS)`` distinct questions they repeat, so batches of 128 can be measured), ``max_tokens``
 generated per prompt with end-of-text ignored, greedy. At batch size b the prompts run in waves of b, one wave
 after another; throughput is generated tokens over the wall time of all waves, prefill included; each cell is the
 median of ``repeats`` runs after an untimed warm-up. The engine runs in this process; each peer runs in a process
@@ -44,6 +45,7 @@ from lamps_jax.request import SamplingParams
 
 MAX_MODEL_LEN = 512
 PAGE_SIZE = 16
+MAX_PROMPTS = 1024
 PEERS = ("hf", "llama_cpp")
 PEER_TIMEOUT_S = 3 * 3600
 ENGINE = "lamps_jax"
@@ -70,9 +72,9 @@ class ThroughputCell:
 
 
 def prompt_token_ids(tokenizer: Any, count: int) -> list[list[int]]:
-    """The first ``count`` questions, each wrapped in the tokenizer's chat template."""
+    """``count`` questions in order, starting over after the last, each wrapped in the tokenizer's chat template."""
     prompts = []
-    for question in QUESTIONS[:count]:
+    for question in (QUESTIONS[i % len(QUESTIONS)] for i in range(count)):
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
         )
@@ -323,8 +325,8 @@ def run_decode_benchmark(
     peers: tuple[str, ...] = PEERS,
 ) -> list[ThroughputCell]:
     """Benchmarks every model at every batch size beside the peers, prints the table and writes the result files."""
-    if not 1 <= num_prompts <= len(QUESTIONS):
-        raise ValueError(f"num_prompts must be between 1 and {len(QUESTIONS)}, got {num_prompts}")
+    if not 1 <= num_prompts <= MAX_PROMPTS:
+        raise ValueError(f"num_prompts must be between 1 and {MAX_PROMPTS}, got {num_prompts}")
     if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > num_prompts:
         raise ValueError(f"batch sizes must be between 1 and {num_prompts}, got {batch_sizes}")
     if max_tokens < 1 or repeats < 1:

@@ -7,13 +7,20 @@ import json
 
 import pytest
 
-from lamps_jax.bench.decode_throughput import run_decode_benchmark, waves_of
+from lamps_jax.bench.decode_throughput import prompt_token_ids, run_decode_benchmark, waves_of
+from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.bench.roofline import Machine, roofline_seconds
 
 
 def test_prompts_run_in_waves_of_the_batch_size() -> None:
     assert waves_of(5, 2) == [[0, 1], [2, 3], [4]]
     assert waves_of(4, 4) == [[0, 1, 2, 3]]
+
+
+def test_more_prompts_than_questions_repeat_them_in_order(tiny_model) -> None:
+    prompts = prompt_token_ids(tiny_model.tokenizer, len(QUESTIONS) + 3)
+    assert len(prompts) == len(QUESTIONS) + 3 and len({tuple(p) for p in prompts}) == len(QUESTIONS)
+    assert prompts[len(QUESTIONS) : len(QUESTIONS) + 3] == prompts[:3]
 
 
 def test_the_roofline_is_bandwidth_bound_at_batch_one_and_compute_bound_past_the_ridge() -> None:
@@ -28,6 +35,8 @@ def test_the_roofline_is_bandwidth_bound_at_batch_one_and_compute_bound_past_the
 def test_bad_settings_are_refused_before_anything_loads(tmp_path) -> None:
     with pytest.raises(ValueError, match="batch sizes must be between 1 and 4"):
         run_decode_benchmark(["tiny"], [8], 4, 1, tmp_path, num_prompts=4)
+    with pytest.raises(ValueError, match="num_prompts must be between 1 and 1024"):
+        run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=0)
     with pytest.raises(ValueError, match="unknown peer 'vllm'"):
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, peers=("vllm",))
 
