@@ -63,8 +63,9 @@ sweeps: $(VENV)/.run-deps
 compare: $(VENV)/.run-deps
 	$(BIN)/lamps-jax bench-peers --output docs/results/peers
 
+# Two workers, a test file each at a time (a file's module fixtures, such as its engine, stay in one process).
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # llama-cpp-python compiles llama.cpp on install (10-28 min on 2 cores); only the engine benchmark needs it.
 # AVX-512 on, AMX off: these machines list AMX but do not grant its state, so llama.cpp's AMX path dies of SIGILL.

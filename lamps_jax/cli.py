@@ -336,6 +336,7 @@ def _run(args: argparse.Namespace) -> None:
             output_dir=args.output,
             num_prompts=args.num_prompts,
             peers=tuple(peer for peer in args.peers.split(",") if peer),
+            dtypes=tuple(dtype for dtype in args.dtypes.split(",") if dtype),
         )
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from lamps_jax.bench.serve_load import add_bench_serve_arguments
+from lamps_jax.config import DTYPES
 from lamps_jax.predictors import commands as length_predictor_commands
 from lamps_jax.server.tool_parsers import TOOL_PARSER_NAMES
 
@@ -37,8 +38,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "int8"],
-        help="weights, activations and KV; int8: int8 weights (per-channel scales), float32 activations and KV",
+        choices=list(DTYPES),
+        help="weights, activations and KV; int8: int8 weights (per-channel scales), float32 activations and KV; "
+        "w8a8: int8 weights and int8 activations (per row) in every matmul, float32 KV",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init presets and of unseeded sampling")
     p.add_argument("--page-size", type=int, default=16, help="tokens per KV page")
@@ -152,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="peers, each in its own process at its defaults: hf (needs torch), llama_cpp (needs llama-cpp-python)",
     )
     bench.add_argument("--repeats", type=int, default=1, help="runs per point (the median is kept)")
+    bench.add_argument(
+        "--dtypes",
+        default="float32,w8a8",
+        help=f"the engine's weight formats, each run on its own ({', '.join(DTYPES)})",
+    )
     bench.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
     add_bench_serve_arguments(
@@ -241,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder (writes <device>-<model>.json there) or the profile's .json file; the device profile "
         "(identity, dtype, KV budget, roofline fractions) goes beside it as .report.json; bench --profile takes both",
     )
-    calib.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "int8"], help="model dtype")
+    calib.add_argument("--dtype", default="float32", choices=list(DTYPES), help="model dtype")
     calib.add_argument(
         "--kv-memory-mib",
         type=int,

@@ -18,6 +18,11 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 
+# What ``load_model`` takes: float32 and bfloat16 are a ModelConfig dtype; int8 and w8a8 quantize float32 weights.
+DTYPES = ("float32", "bfloat16", "int8", "w8a8")
+QUANTIZED_DTYPES = ("int8", "w8a8")
+
+
 @dataclass(frozen=True)
 class RopeScaling:
     """RoPE frequency scaling (HF ``rope_scaling``); ``default`` means none."""

@@ -1,4 +1,4 @@
-"""The weight matmuls of one SmolLM2-135M decode step, float32 (separate or fused projections) vs int8 weights.
+"""The weight matmuls of one SmolLM2-135M decode step: float32 (separate or fused projections), int8 weights, w8a8.
 
 Each variant is one jitted chain of the step's matmuls over 30 layers (q/k/v, o, gate/up, down) and the tied
 output layer, with the model's own ``quantize.matmul`` / ``matmul_rows`` and random weights of the real shapes.
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lamps_jax.model.quantize import matmul, matmul_rows, quantize
+from lamps_jax.model.quantize import W8A8Weight, matmul, matmul_rows, quantize
 
 VOCAB, D, F, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 49152, 576, 1536, 30, 9, 3, 64
 Q, KV = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
@@ -48,7 +48,8 @@ def random_weights(rng: np.random.Generator) -> dict:
 
 
 def variants(weights: dict) -> dict[str, dict]:
-    """Weight pytrees of each variant: separate f32, fused f32, fused int8 (f32 or int8 output layer)."""
+    """Weight pytrees of each variant: separate f32, fused f32, fused int8 (f32 or int8 output layer), fused w8a8
+    (int8 weights and activations, int8 output layer)."""
     fused = [
         {
             "wqkv": np.concatenate([w["wq"], w["wk"], w["wv"]], axis=1),
@@ -59,12 +60,14 @@ def variants(weights: dict) -> dict[str, dict]:
         for w in weights["layers"]
     ]
     int8 = [{name: quantize(w, 0) for name, w in layer.items()} for layer in fused]
+    w8a8 = [{name: W8A8Weight(*w) for name, w in layer.items()} for layer in int8]
     embed = jnp.asarray(weights["embed"])
     return {
         "f32 separate": {"layers": jax.tree.map(jnp.asarray, weights["layers"]), "embed": embed},
         "f32 fused": {"layers": jax.tree.map(jnp.asarray, fused), "embed": embed},
         "int8 fused, f32 output layer": {"layers": int8, "embed": embed},
         "int8 fused, int8 output layer": {"layers": int8, "embed": quantize(weights["embed"], 1)},
+        "w8a8 fused, w8a8 output layer": {"layers": w8a8, "embed": W8A8Weight(*quantize(weights["embed"], 1))},
     }
 
 

@@ -84,7 +84,7 @@ lamps=("$PYTHON" -m lamps_jax.cli)
 if [ "$quick" = 1 ]; then
     parity_flags=(--quick)
     attention_flags=(--batch-sizes 1 --context-lens 256 --page-sizes 16 --repeats 3)
-    engine_flags=(--batch-sizes 1,8 --num-prompts 8 --max-tokens 8)
+    engine_flags=(--batch-sizes 1,8 --num-prompts 8 --max-tokens 8 --dtypes float32)
     swap_flags=(--pages 4,16 --repeats 2)
     calibrate_flags=(--repeats 1 --kv-memory-mib 64)
 else

@@ -12,6 +12,13 @@ from lamps_jax.model.registry import LoadedModel, load_model
 jax.config.update("jax_platforms", "cpu")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow tests first, in their collected order otherwise: ``make test``'s two workers take whole
+    files (``--dist loadfile``) in this order, so the longest start early instead of ending the run alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 def small_engine_config(
     page_size: int = 4,
     num_pages: int = 256,

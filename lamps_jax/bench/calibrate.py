@@ -33,7 +33,7 @@ from lamps_jax.bench.device_profile import (
 )
 from lamps_jax.bench.swap_throughput import _decode_batch, _median_seconds
 from lamps_jax.bench.wording import print_written
-from lamps_jax.config import CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
+from lamps_jax.config import QUANTIZED_DTYPES, CacheConfig, EngineConfig, ModelConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import load_model
 from lamps_jax.paged_kv.swap import HostSwapper
@@ -226,7 +226,7 @@ def calibrate(
     runner = LLMEngine(loaded, _engine_config(token_budget)).runner
     iteration_points = _iteration_points(runner, token_budget, repeats)
     swap_points = _swap_points(runner, runner.swapper, repeats)
-    peaks = measure_device_peaks("float32" if dtype == "int8" else dtype)
+    peaks = measure_device_peaks("float32" if dtype in QUANTIZED_DTYPES else dtype)
     leaves = jax.tree.leaves(loaded.params)
     weight_bytes, parameters = sum(leaf.nbytes for leaf in leaves), sum(leaf.size for leaf in leaves)
     fractions = _roofline_fractions(iteration_points, peaks, weight_bytes, parameters, loaded.config.kv_bytes_per_token)

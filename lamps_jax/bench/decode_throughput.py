@@ -36,7 +36,7 @@ from lamps_jax.bench.peer_engines import PeerWorkload
 from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.bench.roofline import Machine, measure_machine, roofline_seconds
 from lamps_jax.bench.wording import plural, print_written
-from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
+from lamps_jax.config import DTYPES, CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.model.sources import SMOLLM2, smollm2_gguf_path
@@ -47,6 +47,7 @@ MAX_MODEL_LEN = 512
 PAGE_SIZE = 16
 MAX_PROMPTS = 1024
 PEERS = ("hf", "llama_cpp")
+ENGINE_DTYPES = ("float32", "w8a8")  # the engine's reference weights, and its fastest on CPU
 PEER_TIMEOUT_S = 3 * 3600
 ENGINE = "lamps_jax"
 
@@ -146,6 +147,36 @@ def _peer_workloads(setup: _ModelSetup, runs: list[list[list[int]]], max_tokens:
     return workloads
 
 
+def _engine_label(dtype: str) -> str:
+    return ENGINE if dtype == "float32" else f"{ENGINE} {dtype}"
+
+
+def _bench_engine(
+    model: LoadedModel,
+    dtype: str,
+    name: str,
+    prompts: list[list[int]],
+    runs: list[list[list[int]]],
+    max_tokens: int,
+    max_batch: int,
+    progress: Progress,
+    task: Any,
+    started: float,
+) -> dict[str, Any]:
+    """The engine over ``model``, warmed up, then every run; start-up counts from ``started`` (the model load)."""
+    engine = _build_engine(model, max_batch, max(map(len, prompts)) + max_tokens)
+    startup = time.perf_counter() - started
+    label = _engine_label(dtype)
+    _engine_run_seconds(engine, prompts, [[0]], max_tokens)  # untimed warm-up
+    seconds = []
+    for waves in runs:
+        progress.update(task, description=f"{name}: {label} waves of {len(waves[0])}")
+        seconds.append(_engine_run_seconds(engine, prompts, waves, max_tokens))
+        progress.advance(task)
+    weight_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(model.params))
+    return {"run_seconds": seconds, "startup_s": startup, "weights": dtype, "weight_bytes": weight_bytes}
+
+
 def _bench_model(
     name: str,
     batch_sizes: list[int],
@@ -153,19 +184,19 @@ def _bench_model(
     max_tokens: int,
     repeats: int,
     peers: tuple[str, ...],
+    dtypes: tuple[str, ...],
     machine: Machine,
     folder: Path,
     console: Console,
     progress: Progress,
 ) -> tuple[list[ThroughputCell], dict[str, str]]:
     start = time.perf_counter()
-    model = load_model(name)
+    model = load_model(name)  # float32: the peers' weights and the prompts' tokenizer
+    load_seconds = time.perf_counter() - start
     prompts = prompt_token_ids(model.tokenizer, num_prompts)
     max_seq_tokens = max(map(len, prompts)) + max_tokens
     if max_seq_tokens > MAX_MODEL_LEN:
         raise ValueError(f"the longest prompt plus max_tokens is {max_seq_tokens} tokens; the limit is {MAX_MODEL_LEN}")
-    engine = _build_engine(model, max(batch_sizes), max_seq_tokens)
-    startup = time.perf_counter() - start
     leaves = jax.tree.leaves(model.params)
     setup = _ModelSetup(
         name,
@@ -176,16 +207,17 @@ def _bench_model(
         gguf=smollm2_gguf_path() if name == SMOLLM2 else None,
     )
     save_hf_directory(model.params, model.config, setup.hf_dir)
-    console.print(f"[dim]{name}: engine ready in {startup:.1f} s (model load and compilation)[/dim]")
-    task = progress.add_task(name, total=len(batch_sizes) * repeats + len(peers))
-    _engine_run_seconds(engine, prompts, [[0]], max_tokens)  # untimed warm-up
+    task = progress.add_task(name, total=len(dtypes) * len(batch_sizes) * repeats + len(peers))
     runs = [waves_of(num_prompts, batch) for batch in batch_sizes for _ in range(repeats)]
-    seconds = []
-    for waves in runs:
-        progress.update(task, description=f"{name}: {ENGINE} waves of {len(waves[0])}")
-        seconds.append(_engine_run_seconds(engine, prompts, waves, max_tokens))
-        progress.advance(task)
-    results = {ENGINE: {"run_seconds": seconds, "startup_s": startup, "weights": str(model.config.dtype)}}
+    results = {}
+    for dtype in dtypes:
+        started = time.perf_counter() - (load_seconds if dtype == "float32" else 0.0)
+        loaded = model if dtype == "float32" else load_model(name, dtype=dtype)
+        result = _bench_engine(
+            loaded, dtype, name, prompts, runs, max_tokens, max(batch_sizes), progress, task, started
+        )
+        results[_engine_label(dtype)] = result
+        console.print(f"[dim]{name}: {_engine_label(dtype)} ready in {result['startup_s']:.1f} s (load, compile)[/dim]")
     skipped: dict[str, str] = {}
     pad_id = (model.config.eos_token_ids or (0,))[0]
     workloads = _peer_workloads(setup, [[[0]], *runs], max_tokens, pad_id)  # the first run warms up
@@ -207,7 +239,8 @@ def _cells(
 ) -> list[ThroughputCell]:
     cells = []
     for engine, result in results.items():
-        weight_bytes = setup.gguf.stat().st_size if engine == "llama_cpp" else setup.weight_bytes
+        weight_bytes = setup.gguf.stat().st_size if engine == "llama_cpp" else result.get("weight_bytes")
+        weight_bytes = weight_bytes or setup.weight_bytes
         for position, batch in enumerate(batch_sizes):
             waves = waves_of(len(setup.prompts), batch)
             run_seconds = result["run_seconds"][position * repeats : (position + 1) * repeats]
@@ -256,11 +289,13 @@ def _ratios(cells: list[ThroughputCell]) -> list[str]:
     for model in dict.fromkeys(c.model for c in cells):
         for batch in dict.fromkeys(c.batch for c in cells if c.model == model):
             here = [c for c in cells if (c.model, c.batch) == (model, batch)]
-            ours = next((c for c in here if c.engine == ENGINE), None)
-            peers = [c for c in here if c.engine != ENGINE]
-            if ours and peers:
+            peers = [c for c in here if not c.engine.startswith(ENGINE)]
+            for ours in (c for c in here if c.engine.startswith(ENGINE) and peers):
                 best = max(peers, key=lambda c: c.tok_s)
-                lines.append(f"{model}, batch {batch}: {ours.tok_s / best.tok_s:.2f}x the best peer ({best.engine})")
+                lines.append(
+                    f"{model}, batch {batch}: {ours.engine} at {ours.tok_s / best.tok_s:.2f}x the best peer "
+                    f"({best.engine})"
+                )
     return lines
 
 
@@ -323,14 +358,18 @@ def run_decode_benchmark(
     output_dir: Path,
     num_prompts: int = len(QUESTIONS),
     peers: tuple[str, ...] = PEERS,
+    dtypes: tuple[str, ...] = ENGINE_DTYPES,
 ) -> list[ThroughputCell]:
-    """Benchmarks every model at every batch size beside the peers, prints the table and writes the result files."""
+    """Benchmarks every model at every batch size beside the peers, prints the table and writes the result files.
+    ``dtypes``: the engine's weight formats, each run as an engine of its own (``lamps_jax <dtype>``)."""
     if not 1 <= num_prompts <= MAX_PROMPTS:
         raise ValueError(f"num_prompts must be between 1 and {MAX_PROMPTS}, got {num_prompts}")
     if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > num_prompts:
         raise ValueError(f"batch sizes must be between 1 and {num_prompts}, got {batch_sizes}")
     if max_tokens < 1 or repeats < 1:
         raise ValueError(f"max_tokens and repeats must be >= 1, got {max_tokens} and {repeats}")
+    if not dtypes or any(dtype not in DTYPES for dtype in dtypes):
+        raise ValueError(f"engine dtypes must be among {', '.join(DTYPES)}, got {', '.join(dtypes) or 'none'}")
     unknown = [peer for peer in peers if peer not in PEERS]
     if unknown:
         raise ValueError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
@@ -341,7 +380,17 @@ def run_decode_benchmark(
     with tempfile.TemporaryDirectory() as tmp, Progress(console=console, transient=True) as progress:
         for name in models:
             found, skipped = _bench_model(
-                name, batch_sizes, num_prompts, max_tokens, repeats, peers, machine, Path(tmp), console, progress
+                name,
+                batch_sizes,
+                num_prompts,
+                max_tokens,
+                repeats,
+                peers,
+                dtypes,
+                machine,
+                Path(tmp),
+                console,
+                progress,
             )
             cells += found
             notes += [f"{name}: {peer} not run: {why}" for peer, why in skipped.items()]
@@ -356,7 +405,13 @@ def run_decode_benchmark(
         console.print(note)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = {
-        "setting": {"num_prompts": num_prompts, "max_tokens": max_tokens, "repeats": repeats, "peers": list(peers)},
+        "setting": {
+            "num_prompts": num_prompts,
+            "max_tokens": max_tokens,
+            "repeats": repeats,
+            "peers": list(peers),
+            "engine_dtypes": list(dtypes),
+        },
         "machine": asdict(machine) | _environment() | {"load_average_before": load_before},
         "notes": notes,
         "results": [c.row() for c in cells],

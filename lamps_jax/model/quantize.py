@@ -1,4 +1,4 @@
-"""int8 weight-only quantization: symmetric per-output-channel scales, float32 activations.
+"""int8 quantization: symmetric per-output-channel weight scales, with float32 or int8 activations.
 
 A quantized matrix is an ``Int8Weight(values, scale)`` in place of the float array in the params
 pytree: ``w ≈ values * scale``, with ``scale`` keeping the weight's rank and size 1 on the axis that
@@ -6,8 +6,14 @@ is contracted (``[1, out]`` for a ``[in, out]`` projection, ``[V, 1]`` for the `
 whose rows are the output channels of the tied logits). ``matmul``, ``matmul_rows`` and
 ``take_rows`` accept either form, so the model code is the same for both.
 
-On XLA CPU the int8 -> float32 convert is not fused into the dot: the compiled step converts each
-weight into a float32 temporary and runs the float32 dot on it (see scripts/bench_matmul_cpu.py).
+Two kinds (``quantize_params(activations=...)``):
+- ``Int8Weight`` (dtype ``int8``): weight-only; the dot takes float32 activations. On XLA CPU the
+  int8 -> float32 convert is not fused into the dot: the compiled step converts each weight into a
+  float32 temporary and runs the float32 dot on it, several times slower than float32.
+- ``W8A8Weight`` (dtype ``w8a8``): each matmul also quantizes its activations, one symmetric scale per
+  row (token) computed in the step (max |x| of the row / 127), and runs an int8 x int8 -> int32 dot
+  that XLA CPU executes natively: a quarter of the weight bytes and no float32 copy of them.
+Both are measured in scripts/bench_matmul_cpu.py.
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ QUANTIZED_LAYER_WEIGHTS = ("wqkv", "wo", "w_gate_up", "w_down")
 class Int8Weight(NamedTuple):
     values: jax.Array  # int8, the float weight's shape
     scale: jax.Array  # float32, the weight's rank with size 1 on the contracted axis
+
+
+class W8A8Weight(Int8Weight):
+    """An ``Int8Weight`` whose matmuls quantize the activations to int8 too (per row, dynamic)."""
+
+    __slots__ = ()
 
 
 def quantize(w: np.ndarray | jax.Array, contracted_axis: int) -> Int8Weight:
@@ -47,27 +59,51 @@ def is_quantized(params: dict) -> bool:
     return isinstance(params["layers"][0]["wqkv"], Int8Weight)
 
 
-def quantize_params(params: dict, embed: bool = True) -> dict:
+def quantize_params(params: dict, embed: bool = True, activations: bool = False) -> dict:
     """Every projection to int8 (float32 params in); the embedding too unless ``embed=False``.
 
     Norms and biases stay float32. An untied ``lm_head [D, V]`` is quantized per vocabulary column.
+    ``activations``: ``W8A8Weight`` (int8 activations in every matmul) instead of ``Int8Weight``.
     """
+    kind = W8A8Weight if activations else Int8Weight
+
+    def to_int8(w: np.ndarray | jax.Array, contracted_axis: int) -> Int8Weight:
+        return kind(*quantize(w, contracted_axis))
+
     out = dict(params)
     out["layers"] = [
-        {name: quantize(w, 0) if name in QUANTIZED_LAYER_WEIGHTS else w for name, w in layer.items()}
+        {name: to_int8(w, 0) if name in QUANTIZED_LAYER_WEIGHTS else w for name, w in layer.items()}
         for layer in params["layers"]
     ]
     if embed:
-        out["embed"] = quantize(params["embed"], 1)
+        out["embed"] = to_int8(params["embed"], 1)
     if "lm_head" in params:
-        out["lm_head"] = quantize(params["lm_head"], 0)
+        out["lm_head"] = to_int8(params["lm_head"], 0)
     return out
+
+
+def _int8_dot(x: jax.Array, values: jax.Array, contracted_axis: int) -> jax.Array:
+    """``x [..., in]`` against int8 ``values`` with ``x`` quantized per row: float32 ``[..., out]``, before the
+    weight's scale. A lone row is padded to two: XLA CPU's int8 dot runs a single row several times slower."""
+    lead, width = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, width).astype(jnp.float32)
+    num_rows = rows.shape[0]
+    if num_rows == 1:
+        rows = jnp.pad(rows, ((0, 1), (0, 0)))
+    row_scale = jnp.max(jnp.abs(rows), axis=1, keepdims=True) / 127.0
+    row_scale = jnp.where(row_scale > 0, row_scale, 1.0)
+    quantized = jnp.clip(jnp.rint(rows / row_scale), -127, 127).astype(jnp.int8)
+    dims = (((1,), (contracted_axis,)), ((), ()))
+    out = jax.lax.dot_general(quantized, values, dims, preferred_element_type=jnp.int32)
+    return (out.astype(jnp.float32) * row_scale)[:num_rows].reshape(*lead, -1)
 
 
 def matmul(x: jax.Array, w: Weight) -> jax.Array:
     """``x [..., in] @ w [in, out]``; an int8 weight is scaled on the output, after the dot."""
     if not isinstance(w, Int8Weight):
         return x @ w
+    if isinstance(w, W8A8Weight):
+        return (_int8_dot(x, w.values, 0) * w.scale[0]).astype(x.dtype)
     dims = (((x.ndim - 1,), (0,)), ((), ()))
     out = jax.lax.dot_general(x, w.values, dims, preferred_element_type=jnp.float32)
     return (out * w.scale[0]).astype(x.dtype)
@@ -77,6 +113,8 @@ def matmul_rows(x: jax.Array, w: Weight) -> jax.Array:
     """``x [..., D]`` against the rows of ``w [V, D]`` (the tied output layer): ``[..., V]``, no transposed copy."""
     if not isinstance(w, Int8Weight):
         return jnp.einsum("...d,vd->...v", x, w)
+    if isinstance(w, W8A8Weight):
+        return (_int8_dot(x, w.values, 1) * w.scale[:, 0]).astype(x.dtype)
     dims = (((x.ndim - 1,), (1,)), ((), ()))
     out = jax.lax.dot_general(x, w.values, dims, preferred_element_type=jnp.float32)
     return (out * w.scale[:, 0]).astype(x.dtype)

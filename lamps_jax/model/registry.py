@@ -14,7 +14,7 @@ from typing import Any
 
 import jax
 
-from lamps_jax.config import PRESETS, ModelConfig
+from lamps_jax.config import DTYPES, PRESETS, QUANTIZED_DTYPES, ModelConfig
 from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
 from lamps_jax.model.converted_cache import load_converted
 from lamps_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
@@ -23,8 +23,6 @@ from lamps_jax.model.quantize import quantize_params
 from lamps_jax.model.sources import SMOLLM2, check_model_source, smollm2_gguf_path
 from lamps_jax.model.tokenizer import byte_tokenizer, load_hf_tokenizer
 from lamps_jax.model.weights import init_params, load_hf_directory
-
-DTYPES = ("float32", "bfloat16", "int8")
 
 
 @dataclass(frozen=True)
@@ -48,18 +46,21 @@ def _from_gguf(path: Path, dtype: str) -> LoadedModel:
 
 
 def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel:
-    """``dtype``: "float32", "bfloat16" (weights, activations and KV), or "int8": int8 weights with
-    per-output-channel scales (``quantize.quantize_params``), float32 activations and KV pages.
+    """``dtype``: "float32", "bfloat16" (weights, activations and KV), "int8": int8 weights with
+    per-output-channel scales (``quantize.quantize_params``), float32 activations and KV pages, or "w8a8":
+    the same int8 weights, and every matmul's activations quantized to int8 per row (KV stays float32).
 
     int8 holds a quarter of the weight bytes, but on XLA CPU its steps are several times slower than
     float32: XLA converts every int8 weight into a float32 copy per step instead of inside the dot.
+    w8a8's int8 x int8 dots run natively: faster than float32 from a few rows up.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    loaded = _load(model, "float32" if dtype == "int8" else dtype, seed)
-    if dtype != "int8":
+    loaded = _load(model, "float32" if dtype in QUANTIZED_DTYPES else dtype, seed)
+    if dtype not in QUANTIZED_DTYPES:
         return loaded
-    return LoadedModel(loaded.config, quantize_params(loaded.params), loaded.tokenizer)
+    params = quantize_params(loaded.params, activations=dtype == "w8a8")
+    return LoadedModel(loaded.config, params, loaded.tokenizer)
 
 
 def _load(model: str, dtype: str, seed: int) -> LoadedModel:

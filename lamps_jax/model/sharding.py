@@ -83,7 +83,7 @@ def param_spec(name: str, cfg: ModelConfig, tensor_parallel: int) -> PartitionSp
 def _on_columns(w, fn: Callable[[np.ndarray], np.ndarray]):
     """``fn`` applied to the last (output) axis of a float array, or to both parts of an ``Int8Weight``."""
     if isinstance(w, Int8Weight):
-        return Int8Weight(fn(np.asarray(w.values)), fn(np.asarray(w.scale)))
+        return type(w)(fn(np.asarray(w.values)), fn(np.asarray(w.scale)))
     return fn(np.asarray(w))
 
 
@@ -128,7 +128,7 @@ def _sharding(mesh: Mesh, spec: PartitionSpec, w) -> NamedSharding | Int8Weight:
     if not isinstance(w, Int8Weight):
         return NamedSharding(mesh, spec)
     scale_spec = PartitionSpec(*(axis if size > 1 else None for axis, size in zip(spec, w.scale.shape)))
-    return Int8Weight(NamedSharding(mesh, spec), NamedSharding(mesh, scale_spec))
+    return type(w)(NamedSharding(mesh, spec), NamedSharding(mesh, scale_spec))
 
 
 def param_shardings(params: Params, cfg: ModelConfig, mesh: Mesh) -> Params:

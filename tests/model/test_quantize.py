@@ -1,4 +1,4 @@
-"""Fused q/k/v and gate/up projections, and int8 weight-only quantization, against float32 references."""
+"""Fused q/k/v and gate/up projections, and int8 quantization (weight-only and w8a8), against float32 references."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lamps_jax.config import ModelConfig
 from lamps_jax.engine import LLMEngine
 from lamps_jax.model.checkpoint import save_checkpoint
 from lamps_jax.model.llama import apply_rope, forward_dense, rms_norm, rope_inv_freq
-from lamps_jax.model.quantize import Int8Weight, dequantize, quantize, quantize_params
+from lamps_jax.model.quantize import Int8Weight, W8A8Weight, dequantize, matmul, matmul_rows, quantize, quantize_params
 from lamps_jax.model.registry import load_model
 from lamps_jax.model.weights import hf_tensors_from_params, init_params, params_from_hf_tensors, split_layer
 from lamps_jax.pallas_kernels.reference import dense_causal_attention
@@ -139,8 +139,30 @@ def test_int8_logits_track_float32(tiny_model) -> None:
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 
-def test_int8_paged_greedy_equals_dense() -> None:
-    model = load_model("tiny", dtype="int8")
+def test_w8a8_quantizes_the_same_matrices_and_its_matmuls_take_int8_rows(tiny_model) -> None:
+    params = load_model("tiny", dtype="w8a8").params
+    layer = params["layers"][0]
+    assert all(type(layer[name]) is W8A8Weight for name in ("wqkv", "wo", "w_gate_up", "w_down"))
+    assert type(params["embed"]) is W8A8Weight and layer["attn_norm"].dtype == jnp.float32
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 64), np.float32))
+    w = W8A8Weight(*quantize(rng.standard_normal((64, 32), np.float32), 0))
+    three = np.asarray(matmul(x, w))
+    np.testing.assert_array_equal(np.asarray(matmul(x[:1], w)), three[:1])  # a lone row (padded to two) alike
+    # each row is quantized on its own: scaling one row scales its output only
+    scaled = np.asarray(matmul(x * jnp.asarray([[1.0], [8.0], [1.0]]), w))
+    np.testing.assert_allclose(scaled[1], 8 * three[1], rtol=1e-5)
+    np.testing.assert_array_equal(scaled[[0, 2]], three[[0, 2]])
+    exact = np.asarray(x) @ np.asarray(dequantize(w))
+    assert np.abs(three - exact).max() <= 0.02 * np.abs(exact).max()  # the rows' rounding only
+    table = W8A8Weight(*quantize(rng.standard_normal((40, 64), np.float32), 1))
+    exact_rows = np.asarray(x) @ np.asarray(dequantize(table)).T
+    assert np.abs(np.asarray(matmul_rows(x, table)) - exact_rows).max() <= 0.02 * np.abs(exact_rows).max()
+
+
+@pytest.mark.parametrize("dtype", ["int8", "w8a8"])
+def test_int8_paged_greedy_equals_dense(dtype: str) -> None:
+    model = load_model("tiny", dtype=dtype)
     rng = np.random.default_rng(1)
     prompts = [list(rng.integers(1, model.config.vocab_size, size=n)) for n in (3, 9, 17, 33)]
     engine = LLMEngine(model, small_engine_config(max_num_seqs=4, token_budget=16))
@@ -159,17 +181,25 @@ def _perplexity(logits: np.ndarray, ids: list[int]) -> float:
     return float(np.exp(-np.mean(np.asarray(logp)[np.arange(len(ids) - 1), ids[1:]])))
 
 
-@pytest.mark.slow
-def test_smollm2_int8_tracks_float32() -> None:
-    """SmolLM2-135M: greedy tokens agree over a few prompts, logits differ by a small fraction of their scale,
-    and the perplexity of a fixed text moves by under 3%.
+# Bounds per dtype: perplexity ratio, max |logit diff| over the logit scale, next-token argmax agreement.
+SMOLLM2_BOUNDS = {"int8": (0.03, 0.15, 0.9), "w8a8": (0.10, 0.60, 0.75)}
 
-    Measured: max |logit diff| 3.1 on a logit scale of 35.9 (8.7%, the worst of ~15M logits: 30 layers of
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["int8", "w8a8"])
+def test_smollm2_int8_tracks_float32(dtype: str) -> None:
+    """SmolLM2-135M: logits differ by a fraction of their scale, the perplexity of a fixed text moves a little, and
+    (int8) greedy tokens agree over a few prompts.
+
+    int8, measured: max |logit diff| 3.1 on a logit scale of 35.9 (8.7%, the worst of ~15M logits: 30 layers of
     per-channel rounding, and the int8 output layer over 49k rows), perplexity 12.88 -> 12.91 (+0.2%), 94% of
     next-token argmaxes equal over the text (the others are near-ties); the bounds leave room for other CPUs.
+    w8a8 rounds every matmul's input rows too, and SmolLM2's activations have outlier channels that take a row's
+    whole int8 range: measured max |logit diff| 15.6 (43%), perplexity 12.88 -> 13.68 (+6.2%), 80% agreement;
+    greedy texts part within a few tokens, so only int8 is held to equal greedy tokens.
     """
     f32, f32_forward = _smollm2_forward("float32")
-    int8, int8_forward = _smollm2_forward("int8")
+    int8, int8_forward = _smollm2_forward(dtype)
     tok = f32.tokenizer
     ids = tok.encode(GETTYSBURG)
     ref = np.asarray(f32_forward(f32.params, jnp.asarray(ids)))
@@ -177,9 +207,12 @@ def test_smollm2_int8_tracks_float32() -> None:
     ppl_ref, ppl_got = _perplexity(ref, ids), _perplexity(got, ids)
     agreement = (ref.argmax(-1) == got.argmax(-1)).mean()
     print(f"max |logit diff| {np.abs(got - ref).max():.3f} (logit scale {np.abs(ref).max():.1f}), {len(ids)} tokens")
-    print(f"perplexity f32 {ppl_ref:.3f} int8 {ppl_got:.3f}, next-token argmax agreement {agreement:.3f}")
-    assert abs(ppl_got / ppl_ref - 1) < 0.03
-    assert np.abs(got - ref).max() <= 0.15 * np.abs(ref).max()  # a max over ~15M logits: a tail statistic
+    print(f"perplexity f32 {ppl_ref:.3f} {dtype} {ppl_got:.3f}, next-token argmax agreement {agreement:.3f}")
+    ppl_bound, logit_bound, agreement_bound = SMOLLM2_BOUNDS[dtype]
+    assert abs(ppl_got / ppl_ref - 1) < ppl_bound and agreement >= agreement_bound
+    assert np.abs(got - ref).max() <= logit_bound * np.abs(ref).max()  # a max over ~15M logits: a tail statistic
+    if dtype != "int8":
+        return
     questions = ["What is the capital of France?", "Name three primary colors.", "Why is the sky blue?"]
     for question in questions:
         text = tok.apply_chat_template(

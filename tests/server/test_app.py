@@ -530,7 +530,10 @@ def test_the_server_imports_with_only_the_run_dependencies(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_answers_a_chat_through_its_own_template(smollm2_model) -> None:
-    config = small_engine_config(max_num_seqs=2, token_budget=32, max_model_len=256, query_block=16)
+    # the engine test's SmolLM2 setting: its compiled steps come from the executable store when that test ran first
+    config = small_engine_config(
+        page_size=16, num_pages=64, max_num_seqs=4, token_budget=64, max_model_len=256, query_block=16
+    )
     llm = AsyncLLM(LLMEngine(smollm2_model, config))
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     with running(build_app(llm, "smollm2-135m")) as url:
