@@ -8,7 +8,7 @@
 # 2. parity: the paged-attention kernels against the jnp reference and the engine's greedy tokens against the
 #    reference engine and dense recompute, compiled for this backend (python -m lamps_jax.bench.device_parity).
 # 3. attention: scripts/bench_attention.py, achieved GB/s of paged attention against the device's peak.
-# 4. engine: lamps-jax bench-engine at batch 1/8/32/128 (the engine alone: --peers '').
+# 4. engine: lamps-jax bench-engine at batch 1/8/32/128 (the engine alone: --peers ''), per weight format.
 # 5. swap: lamps-jax bench-swap, device <-> host KV page GB/s and the step overhead of swaps.
 # 6. calibrate: lamps-jax calibrate, the device profile (<device>-<model>.json and .report.json).
 # 7. summary: summary.json and summary.md over everything (python -m lamps_jax.bench.device_summary).
@@ -80,6 +80,8 @@ if [ -z "$model" ]; then
     fi
 fi
 if [ "$backend" = cpu ]; then dtype=float32; else dtype=bfloat16; fi
+# the engine's weight formats: float32 and w8a8 on a CPU (--quick: float32), bfloat16 and float32 on an accelerator
+if [ "$backend" = cpu ]; then engine_dtypes=float32,w8a8; else engine_dtypes=bfloat16,float32; fi
 lamps=("$PYTHON" -m lamps_jax.cli)
 if [ "$quick" = 1 ]; then
     parity_flags=(--quick)
@@ -90,7 +92,7 @@ if [ "$quick" = 1 ]; then
 else
     parity_flags=()
     attention_flags=()
-    engine_flags=(--batch-sizes 1,8,32,128 --num-prompts 128 --max-tokens 128)
+    engine_flags=(--batch-sizes 1,8,32,128 --num-prompts 128 --max-tokens 128 --dtypes "$engine_dtypes")
     swap_flags=()
     calibrate_flags=(--repeats 3)
 fi

@@ -41,13 +41,16 @@ def _attention_lines(rows: list[dict] | None) -> list[str]:
 def _engine_lines(result: dict | None) -> list[str]:
     if not result:
         return ["- bench-engine: no results"]
-    cells = ", ".join(
-        f"batch {r['batch']}: {r['tok_s']:.0f} tok/s ({r['fraction_of_roofline']:.0%} of roofline)"
-        for r in result["results"]
-        if r["engine"] == "lamps_jax"
-    )
     model = result["results"][0]["model"] if result["results"] else "?"
-    return [f"- bench-engine ({model}, {result['setting']['max_tokens']} tokens a prompt): {cells}"]
+    lines = []
+    for weights in dict.fromkeys(r["weights"] for r in result["results"] if r["engine"].startswith("lamps_jax")):
+        cells = ", ".join(
+            f"batch {r['batch']}: {r['tok_s']:.0f} tok/s ({r['fraction_of_roofline']:.0%} of roofline)"
+            for r in result["results"]
+            if r["engine"].startswith("lamps_jax") and r["weights"] == weights
+        )
+        lines.append(f"- bench-engine ({model}, {weights}, {result['setting']['max_tokens']} tokens a prompt): {cells}")
+    return lines or ["- bench-engine: no results"]
 
 
 def _swap_lines(result: dict | None) -> list[str]:

@@ -156,7 +156,10 @@ def test_calibrate_writes_a_profile_that_bench_loads(tmp_path: Path, monkeypatch
     argv = ["calibrate", "--model", "tiny", "--repeats", "1", "--kv-memory-mib", "16", "--output", str(output)]
     assert main(argv) == 0
     cost = load_cost_model(str(output))
+    assert cost.name == "calibrated-tiny-cpu" and cost.kv_bytes_per_token == 4096  # 2 x 4 layers x 2 KV heads x 64 x 4
+    assert cost.iter_per_token > 0 and cost.iteration_time(256) > cost.iteration_time(1)
     details = json.loads(output.with_name("cpu-tiny.report.json").read_text())
+    assert len(details["swap_points"]) == 2  # SWAP_PAGES
     assert cost.kv_capacity_tokens == details["kv_budget"]["tokens"] == 16 * 2**20 // 4096
     assert details["device"]["platform"] == "cpu" and details["dtype"] == "float32" and details["model"] == "tiny"
     assert 0 < details["roofline"]["fractions"]["decode"]["mean"] <= details["roofline"]["fractions"]["decode"]["best"]

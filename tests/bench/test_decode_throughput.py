@@ -37,14 +37,20 @@ def test_bad_settings_are_refused_before_anything_loads(tmp_path) -> None:
         run_decode_benchmark(["tiny"], [8], 4, 1, tmp_path, num_prompts=4)
     with pytest.raises(ValueError, match="num_prompts must be between 1 and 1024"):
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=0)
+    with pytest.raises(ValueError, match="engine dtypes must be among"):
+        run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, dtypes=("int4",))
     with pytest.raises(ValueError, match="unknown peer 'vllm'"):
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, peers=("vllm",))
 
 
 @pytest.mark.slow
 def test_a_small_run_measures_the_engine_and_hugging_face_side_by_side(tmp_path) -> None:
-    cells = run_decode_benchmark(["tiny"], [1, 2], 4, 1, tmp_path, num_prompts=2, peers=("hf", "llama_cpp"))
-    assert {(c.engine, c.batch) for c in cells} == {("lamps_jax", 1), ("lamps_jax", 2), ("hf", 1), ("hf", 2)}
+    """The w8a8 engine (float32's runs through bench-engine in tests/test_device_check.py) beside Hugging Face."""
+    args = (["tiny"], [1, 2], 4, 1, tmp_path)
+    cells = run_decode_benchmark(*args, num_prompts=2, peers=("hf", "llama_cpp"), dtypes=("w8a8",))
+    engine = "lamps_jax w8a8"
+    assert {(c.engine, c.batch) for c in cells} == {(engine, 1), (engine, 2), ("hf", 1), ("hf", 2)}
+    assert {c.weights for c in cells if c.engine == engine} == {"w8a8"}
     assert all(c.tok_s > 0 and c.roofline_tok_s > 0 for c in cells)
     summary = json.loads((tmp_path / "decode_throughput.json").read_text())
     assert "tiny: llama_cpp not run: tiny has no GGUF file for llama.cpp" in summary["notes"]

@@ -163,19 +163,3 @@ def test_fit_plane_recovers_a_plane() -> None:
         fit_plane(rows[:2])
     with pytest.raises(ValueError, match="span a plane"):
         fit_plane([(x, 2 * x, x) for x in range(5)])
-
-
-@pytest.mark.slow
-def test_calibrate_smoke_on_tiny(tmp_path) -> None:
-    """The whole calibration on the tiny preset (about 30 s on a CPU, mostly compiling the engine)."""
-    from lamps_jax.bench.calibrate import calibrate
-
-    cost, report = calibrate("tiny", tmp_path, repeats=1)  # writes <platform>-<model>.json into the folder
-    output = tmp_path / "cpu-tiny.json"
-    assert cost.name == "calibrated-tiny-cpu"
-    assert cost.kv_bytes_per_token == 4096  # 2 x 4 layers x 2 KV heads x 64 x 4 bytes
-    assert cost.iter_per_token > 0 and cost.iteration_time(256) > cost.iteration_time(1)
-    assert report["iteration_fit"]["r2"] > 0.5
-    assert len(report["swap_points"]) == 7
-    assert load_cost_model(str(output)) == cost
-    assert json.loads((tmp_path / "cpu-tiny.report.json").read_text())["cost_model"] == cost.to_dict()
