@@ -139,7 +139,7 @@ def test_int8_logits_track_float32(tiny_model) -> None:
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 
-def test_w8a8_quantizes_the_same_matrices_and_its_matmuls_take_int8_rows(tiny_model) -> None:
+def test_w8a8_quantizes_the_same_matrices_and_its_matmuls_take_int8_rows() -> None:
     params = load_model("tiny", dtype="w8a8").params
     layer = params["layers"][0]
     assert all(type(layer[name]) is W8A8Weight for name in ("wqkv", "wo", "w_gate_up", "w_down"))
