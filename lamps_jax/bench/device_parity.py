@@ -27,40 +27,23 @@ from lamps_jax.model.llama import forward_dense
 from lamps_jax.model.registry import LoadedModel, load_model
 from lamps_jax.pallas_kernels import reference
 from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
-from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
+from lamps_jax.pallas_kernels.ragged_batch import BatchLayout
 from lamps_jax.request import SamplingParams
 
 PAGE_SIZE = 16
 PAGES_PER_BLOCK = 8  # 128-token KV blocks, the engine's default
-HEAD_DIM = 128
-NUM_KV_HEADS = 2
-CONTEXTS = (1, 16, 128, 300, 0, 77)  # a token, a page, a block, a partial block, a padding row, a short context
-VALID = (1, 4, 4, 3, 0, 2)  # valid query tokens per row, capped at Q
-WIDTH = 3 * PAGES_PER_BLOCK  # page-table width: 384 tokens
+LAYOUT = BatchLayout(
+    contexts=(1, 16, 128, 300, 0, 77),  # a token, a page, a block, a partial block, a padding row, a short context
+    valid=(1, 4, 4, 3, 0, 2),
+    page_size=PAGE_SIZE,
+    pages_per_block=PAGES_PER_BLOCK,
+    head_dim=128,
+    num_kv_heads=2,
+    width=3 * PAGES_PER_BLOCK,  # 384 tokens
+)
 ATOL = {"float32": 2e-5, "bfloat16": 2e-2}  # as the kernel tests: bf16 kernels round the softmax weights to bf16
 PROMPTS = ([5, 9, 2], list(range(1, 14)), [7] * 21, list(range(40, 100)))  # one chunk to four
 DENSE_PAD = 128  # one dense shape: causal attention makes trailing padding invisible
-
-
-def kernel_batch(num_q: int, group: int, dtype: str, seed: int = 0) -> tuple[tuple, np.ndarray]:
-    """Kernel arguments and the [R, Q] mask of valid query tokens."""
-    num_valid = np.minimum(VALID, num_q)
-    num_pages = 1 + sum(-(-c // PAGE_SIZE) for c in CONTEXTS)
-    args = ragged_batch(
-        np.random.default_rng(seed),
-        CONTEXTS,
-        num_valid,
-        num_q,
-        NUM_KV_HEADS * group,
-        NUM_KV_HEADS,
-        HEAD_DIM,
-        PAGE_SIZE,
-        num_pages,
-        WIDTH,
-        PAGES_PER_BLOCK * PAGE_SIZE,
-        dtype,
-    )
-    return args, np.arange(num_q)[None, :] < num_valid[:, None]
 
 
 def kernel_impls(backend: str, quick: bool) -> dict[str, str]:
@@ -72,7 +55,7 @@ def kernel_impls(backend: str, quick: bool) -> dict[str, str]:
 
 
 def check_kernel(impl: str, backend: str, num_q: int, group: int, dtype: str) -> dict:
-    args, valid = kernel_batch(num_q, group, dtype)
+    args, valid = LAYOUT.batch(num_q, group, dtype)
     want = np.asarray(reference.paged_attention(*args, PAGES_PER_BLOCK), np.float32)
     kernel = jax.jit(paged_attention_fn(impl, backend), static_argnums=7)
     got = np.asarray(kernel(*args, PAGES_PER_BLOCK), np.float32)

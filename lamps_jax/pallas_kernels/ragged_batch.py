@@ -7,6 +7,7 @@ random, and each row's pages are drawn from a random permutation of the pool, pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import jax.numpy as jnp
 import numpy as np
@@ -45,3 +46,37 @@ def ragged_batch(
         jnp.asarray(context_lens),
         jnp.asarray(max(1, -(-max(contexts) // block_tokens)), jnp.int32),
     )
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """A fixed set of rows to check kernels on (each row's context and valid query tokens) and the page layout."""
+
+    contexts: tuple[int, ...]
+    valid: tuple[int, ...]  # valid query tokens per row, capped at Q
+    page_size: int
+    pages_per_block: int
+    head_dim: int
+    num_kv_heads: int
+    width: int  # page-table width
+    num_pages: int | None = None  # default: the padding page and just enough for the contexts
+
+    def batch(self, num_q: int, group: int, dtype, seed: int = 0) -> tuple[tuple, np.ndarray]:
+        """Kernel arguments (``group`` query heads per kv head) and the [R, Q] mask of valid query tokens."""
+        num_valid = np.minimum(self.valid, num_q)
+        num_pages = self.num_pages or 1 + sum(-(-c // self.page_size) for c in self.contexts)
+        args = ragged_batch(
+            np.random.default_rng(seed),
+            self.contexts,
+            num_valid,
+            num_q,
+            self.num_kv_heads * group,
+            self.num_kv_heads,
+            self.head_dim,
+            self.page_size,
+            num_pages,
+            self.width,
+            self.pages_per_block * self.page_size,
+            dtype,
+        )
+        return args, np.arange(num_q)[None, :] < num_valid[:, None]

@@ -20,40 +20,23 @@ from jax.experimental.pallas import tpu as pltpu
 
 from lamps_jax.pallas_kernels import reference
 from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
-from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
+from lamps_jax.pallas_kernels.ragged_batch import BatchLayout
 from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
 
-PAGE_SIZE = 4
 PAGES_PER_BLOCK = 4  # 16-token KV blocks: tl.dot needs >= 16
-HEAD_DIM = 16
-NUM_KV_HEADS = 2
-NUM_PAGES = 24
-WIDTH = 12  # page-table width: 3 KV blocks, 48 tokens
-CONTEXTS = (1, 8, 16, 37, 0, 6)  # 1 token, a page multiple, a block multiple, a partial block, padding, short
-VALID = (1, 4, 3, 4, 0, 2)  # valid query tokens per row, capped at Q
+LAYOUT = BatchLayout(
+    contexts=(1, 8, 16, 37, 0, 6),  # 1 token, a page multiple, a block multiple, a partial block, padding, short
+    valid=(1, 4, 3, 4, 0, 2),
+    page_size=4,
+    pages_per_block=PAGES_PER_BLOCK,
+    head_dim=16,
+    num_kv_heads=2,
+    width=12,  # 3 KV blocks, 48 tokens
+    num_pages=24,
+)
 # max |kernel - reference| allowed: f32 is exact up to summation order; bf16 kernels round the
 # softmax weights to bf16 before the PV matmul (as flash attention does) and outputs are bf16.
 ATOL = {jnp.float32: 2e-5, jnp.bfloat16: 2e-2}
-
-
-def make_batch(num_q: int, group: int, dtype, seed: int = 0) -> tuple[tuple, np.ndarray]:
-    """Kernel arguments and the [R, Q] mask of valid query tokens."""
-    num_valid = np.minimum(VALID, num_q)
-    args = ragged_batch(
-        np.random.default_rng(seed),
-        CONTEXTS,
-        num_valid,
-        num_q,
-        NUM_KV_HEADS * group,
-        NUM_KV_HEADS,
-        HEAD_DIM,
-        PAGE_SIZE,
-        NUM_PAGES,
-        WIDTH,
-        PAGES_PER_BLOCK * PAGE_SIZE,
-        dtype,
-    )
-    return args, np.arange(num_q)[None, :] < num_valid[:, None]
 
 
 @contextlib.contextmanager
@@ -79,7 +62,7 @@ KERNELS = {
 
 def check(kernel_name: str, num_q: int, group: int, dtype) -> float:
     kernel, context = KERNELS[kernel_name]
-    args, valid = make_batch(num_q, group, dtype)
+    args, valid = LAYOUT.batch(num_q, group, dtype)
     want = np.asarray(reference.paged_attention(*args, PAGES_PER_BLOCK), np.float32)
     with context():
         got = np.asarray(jax.jit(kernel, static_argnums=7)(*args, PAGES_PER_BLOCK), np.float32)
