@@ -193,3 +193,4 @@ class AsyncLLM:
                 streams, self._streams = self._streams, {}
             for stream in streams.values():
                 stream.put(EngineDeadError("the engine loop has stopped"))
+            self.engine.close()

@@ -64,7 +64,12 @@ def _run_multihost(args: argparse.Namespace, lead: Callable[[], object], followe
 
 
 def _serve_engine_config(args: argparse.Namespace) -> EngineConfig:
-    return dataclasses.replace(_engine_config(args), session_ttl=args.session_ttl, api_timeout=args.tool_timeout)
+    return dataclasses.replace(
+        _engine_config(args),
+        session_ttl=args.session_ttl,
+        api_timeout=args.tool_timeout,
+        warmup="full" if args.num_processes > 1 else args.warmup,  # every process must hold every bucket
+    )
 
 
 def _sampling_params(args: argparse.Namespace) -> SamplingParams:
@@ -86,8 +91,11 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     console = Console(stderr=True)
     console.print(f"[dim]loading {args.model} and compiling its serving step ...[/dim]")
     start = time.perf_counter()
-    llm = LLM(args.model, _engine_config(args), dtype=args.dtype, seed=args.seed)
-    console.print(f"[dim]loaded {args.model} and compiled in {time.perf_counter() - start:.1f} s[/dim]")
+    llm = LLM(
+        args.model, dataclasses.replace(_engine_config(args), warmup=args.warmup), dtype=args.dtype, seed=args.seed
+    )
+    ready = "ready to serve" if args.warmup == "background" else "compiled"
+    console.print(f"[dim]loaded {args.model} and {ready} in {time.perf_counter() - start:.1f} s[/dim]")
     params = _sampling_params(args)
     console = Console()
     start = time.perf_counter()
@@ -112,6 +120,7 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     console.print(table)
     num_tokens = sum(len(o.token_ids) for o in outputs)
     console.print(f"generated {num_tokens} tokens in {elapsed:.2f} s: [bold]{num_tokens / elapsed:.1f} tokens/s[/bold]")
+    llm.close()
 
 
 def _floats(text: str) -> list[float]:

@@ -72,6 +72,16 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_warmup_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--warmup",
+        default="background",
+        choices=["background", "full"],
+        help="background: serve once the one-row step buckets are ready while the others compile or load (the first "
+        "steps run slower); full: every bucket before the first request (a multi-host run always warms up in full)",
+    )
+
+
 def _add_multihost_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--coordinator-address", help="host:port of process 0 for a multi-host run (jax.distributed.initialize)"
@@ -100,15 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen = command("generate", "generate for one or more prompts, served concurrently")
     _add_engine_args(gen)
     _add_sampling_args(gen, max_tokens=64)
+    _add_warmup_arg(gen)
     gen.add_argument("--prompt", action="append", required=True, help="prompt (repeatable: served concurrently)")
     gen.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
 
     demo = command("demo", "answer a few chat prompts concurrently and print throughput")
     _add_engine_args(demo)
     _add_sampling_args(demo, max_tokens=48)
+    _add_warmup_arg(demo)
 
     serve = command("serve", "an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /metrics)")
     _add_engine_args(serve)
+    _add_warmup_arg(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--served-model-name", help="the model name clients send (None: the --model value)")

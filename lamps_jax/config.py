@@ -276,6 +276,9 @@ class EngineConfig:
     tool_call_tags: tuple[str, str] | None = None  # e.g. ("<tool_call>", "</tool_call>") to detect tool calls
     session_ttl: float = 60.0  # seconds a session's parked KV waits for its next turn before it is released
     compilation_cache: bool = True  # keep compiled steps on disk between runs (executable_store.py)
+    # full: every step bucket is ready before the engine serves; background: it serves once the one-row buckets
+    # are, the rest compile or load meanwhile (step_executables.py)
+    warmup: str = "full"
     tensor_parallel: int = 1  # devices of the ("tp",) mesh the model and KV pages are split over (model/sharding.py)
 
     def __post_init__(self) -> None:
@@ -293,6 +296,8 @@ class EngineConfig:
             raise ValueError(f"max_model_len must be > 0, got {self.max_model_len}")
         if not self.session_ttl >= 0:
             raise ValueError(f"session_ttl must be >= 0 seconds, got {self.session_ttl}")
+        if self.warmup not in ("full", "background"):
+            raise ValueError(f"warmup must be full or background, got {self.warmup!r}")
         if self.tensor_parallel < 1:
             raise ValueError(f"tensor_parallel must be >= 1, got {self.tensor_parallel}")
 

@@ -76,7 +76,7 @@ class LLMEngine:
             self.config.scheduler.length_predictor, self.scheduler, model, model_name
         )
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
-        self.runner.warmup()
+        self.runner.warmup(background=self.config.warmup == "background")
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
         self.triggers: list[Trigger] = [scripted_trigger, tool_use_trigger]
         if self.config.tool_call_tags:
@@ -280,6 +280,10 @@ class LLMEngine:
         deadlines = [t for t in (self.api.next_deadline(), until) if t is not None]
         self.clock.wait_until(min(deadlines) if deadlines else self.clock.now() + IDLE_WAIT_SECONDS)
 
+    def close(self) -> None:
+        """Stops a background warm-up of the runner (``EngineConfig.warmup``); the engine holds nothing else."""
+        self.runner.close()
+
     def _finish(self, req_id: str, status: RequestStatus) -> Request | None:
         """Ends a request everywhere: scheduler (device and host pages) and API executor (its call)."""
         request = self.scheduler.finish_request(req_id, status)
@@ -336,6 +340,10 @@ class LLM:
     @property
     def tokenizer(self):
         return self.engine.tokenizer
+
+    def close(self) -> None:
+        """Stops a background warm-up (``EngineConfig.warmup``), so that the process can end without waiting."""
+        self.engine.close()
 
     def generate(
         self,

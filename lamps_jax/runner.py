@@ -3,6 +3,7 @@
 Scheduled chunks become query rows: decodes (1 new token) go into Q = 1 rows, prefill and
 recompute chunks are cut into rows of ``query_block`` tokens. Each group is padded to a
 power-of-two row bucket; every (Q, rows) bucket is compiled once, ahead of time, in ``warmup()``
+(or, with a background warm-up, while the engine already serves with the smallest; ``step_executables.py``)
 and called as that executable with the KV pages donated, so a steady run never traces or compiles
 (``num_compilations()`` counts traces). The jitted step is module-level with the model config
 static, so engines over the same model in one process share traces and compiled code.
@@ -19,14 +20,11 @@ planned (``StepPlan``: swaps, then each call's padded arrays), broadcast by proc
 from __future__ import annotations
 
 import functools
-import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from lamps_jax import distributed
 from lamps_jax.config import EngineConfig, ModelConfig
@@ -40,6 +38,7 @@ from lamps_jax.paged_kv.kv_cache import KVPages
 from lamps_jax.paged_kv.swap import HostSwapper
 from lamps_jax.pallas_kernels.ops import paged_attention_fn, resolve_attention_impl
 from lamps_jax.scheduler.output import RunnerOutput, ScheduledChunk, SchedulerOutput
+from lamps_jax.step_executables import StepExecutables
 
 _num_traces = 0
 
@@ -149,7 +148,11 @@ class JaxRunner:
             self.query_block: _pow2_buckets(-(-sched.max_step_tokens // self.query_block)),
         }
         self.kv = KVPages.allocate(model_cfg, num_pages, page_size, kv_sharding)
-        self._executables: dict[tuple[int, int], jax.stages.Compiled] = {}  # (rows, q_len) -> step, from warmup
+        # params and pages as a bucket is lowered with: a background lowering must not touch arrays a step donates
+        self._abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), (self.params, self.kv.k, self.kv.v)
+        )
+        self._executables: StepExecutables | None = None  # (rows, q_len) -> step, from warmup
         self.swapper = None
         if sched.num_host_pages:  # the host pool's pages, page 0 included
             self.swapper = HostSwapper(self.kv, sched.num_host_pages + 1, -(-max_model_len // page_size))
@@ -174,48 +177,48 @@ class JaxRunner:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=replicated), arrays)
 
     # ---- warm-up ----------------------------------------------------------------------------
-    def warmup(self, progress: bool = True) -> None:
-        """Compiles every bucket ahead of time, then runs each once with an all-padding batch.
+    def warmup(self, progress: bool = True, background: bool = False) -> None:
+        """Prepares every bucket's executable (``step_executables.py``): loaded from the store, else compiled.
 
-        Lowering holds the GIL, so buckets are lowered one after another; XLA compiles release it,
-        so they run on a thread pool as the lowerings come. The steps then call these executables
-        directly: nothing is traced or compiled again. With the executable store on, a bucket compiled
-        by an earlier run of the same code is loaded instead, without tracing or lowering.
+        Without ``background`` it returns once all are ready, after running each once with an all-padding batch;
+        the steps then call these executables directly: nothing is traced or compiled again. With
+        ``background`` it returns once the one-row prefill bucket is ready (it also runs decode rows, as rows of
+        one valid token, until the decode buckets come), and the rest follow on a thread of their own while the
+        engine serves (``wait_until_warm``); a multi-process run cannot (every process must run the same
+        buckets), so it asks for the full warm-up.
         """
-        if self._executables:
+        if self._executables is not None:
             return  # warmed already (a runner shared by several engines)
+        if background and jax.process_count() > 1:
+            raise ValueError("a multi-process run warms up in full: every process must hold every bucket")
         shapes = [(n, q_len) for q_len, buckets in self.row_buckets.items() for n in buckets]
-        bar = tqdm(total=len(shapes), desc="compiling the serving step", unit="shape", disable=not progress)
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            futures = {}
-            for shape in shapes:
-                args = (self.params, self.kv.k, self.kv.v, *self._lowering_arrays(*shape[::-1]))
-                futures[shape] = self._load_or_compile(pool, args)
-                futures[shape].add_done_callback(lambda _: bar.update(1))
-            self._executables = {shape: future.result() for shape, future in futures.items()}
-        bar.close()
-        jax.block_until_ready([self._call(self._pad_arrays([], q_len, n)) for n, q_len in shapes])
+        first = [(1, self.query_block), (1, 1)]
+        shapes = first + [shape for shape in shapes if shape not in first]
+        self._executables = StepExecutables(self._lower, self._store_key, self.executable_store)
+        self._executables.prepare(shapes, background, progress, quick=len(first))
+        if not background:
+            jax.block_until_ready([self._call(self._pad_arrays([], q_len, n)) for n, q_len in shapes])
         if self.swapper is not None:
             self.swapper.warmup(self.kv)
 
-    def _load_or_compile(self, pool: ThreadPoolExecutor, args: tuple) -> Future:
-        """A bucket's executable: loaded from the store, else lowered here and compiled (then stored) on ``pool``."""
-        store = self.executable_store
-        key = store.key("serving_step", args, self._static_args) if store else None
-        loaded = store.load(key) if store else None
-        if loaded is not None:
-            future = Future()
-            future.set_result(loaded)
-            return future
-        lowered = _step.lower(*args, **self._static_args)
+    def wait_until_warm(self) -> None:
+        """Blocks until every bucket is ready (at once after a full warm-up)."""
+        self._executables.wait()
 
-        def compile_and_store() -> jax.stages.Compiled:
-            compiled = lowered.compile()
-            if store:
-                store.save(key, compiled)
-            return compiled
+    def close(self) -> None:
+        """Stops a background warm-up (the buckets compiling finish and are stored)."""
+        if self._executables is not None:
+            self._executables.close()
 
-        return pool.submit(compile_and_store)
+    def _bucket_args(self, shape: tuple[int, int]) -> tuple:
+        num_rows, q_len = shape
+        return (*self._abstract_state, *self._lowering_arrays(q_len, num_rows))
+
+    def _store_key(self, shape: tuple[int, int]) -> str:
+        return self.executable_store.key("serving_step", self._bucket_args(shape), self._static_args)
+
+    def _lower(self, shape: tuple[int, int]) -> jax.stages.Lowered:
+        return _step.lower(*self._bucket_args(shape), **self._static_args)
 
     # ---- one step ---------------------------------------------------------------------------
     def run_plan(self, plan: StepPlan) -> list[tuple[jax.Array, jax.Array]]:
@@ -237,14 +240,12 @@ class JaxRunner:
         start = time.perf_counter()
         decode = [c for c in sched_out.scheduled if c.num_new_tokens == 1]
         prefill = [c for c in sched_out.scheduled if c.num_new_tokens > 1]
+        if (1, 1) not in self._executables.ready:  # a background warm-up has not made the decode buckets yet
+            decode, prefill = [], decode + prefill
         groups: list[tuple[list[_Row], tuple[StepInputs, SamplingInputs]]] = []  # (rows, their padded arrays)
         for q_len, chunks in ((1, decode), (self.query_block, prefill)):
             rows = [row for chunk in chunks for row in self._rows(chunk, q_len)]
-            largest = self.row_buckets[q_len][-1]
-            for first in range(0, len(rows), largest):
-                group = rows[first : first + largest]
-                bucket = next(b for b in self.row_buckets[q_len] if b >= len(group))
-                groups.append((group, self._pad_arrays(group, q_len, bucket)))
+            groups += [(group, self._pad_arrays(group, q_len, bucket)) for group, bucket in self._split(rows, q_len)]
         plan = StepPlan(
             [(copy.page_ids, copy.host_page_ids) for copy in sched_out.swap_out],
             [(copy.host_page_ids, copy.page_ids) for copy in sched_out.swap_in],
@@ -264,6 +265,17 @@ class JaxRunner:
                     if hidden is not None and row.chunk.request.return_hidden_states:
                         hidden_states[row.chunk.req_id] = np.asarray(hidden[i], np.float32)
         return RunnerOutput(req_ids, sampled, time.perf_counter() - start, hidden_states)
+
+    def _split(self, rows: list[_Row], q_len: int) -> list[tuple[list[_Row], int]]:
+        """Rows in groups, each with the bucket it is padded to: groups of the bucket the rows need (the largest
+        when they need more), or of the largest smaller bucket ready while a background warm-up runs."""
+        if not rows:
+            return []
+        ready = [n for n in self.row_buckets[q_len] if (n, q_len) in self._executables.ready]
+        needed = next((n for n in self.row_buckets[q_len] if n >= len(rows)), self.row_buckets[q_len][-1])
+        size = max(n for n in ready if n <= needed)
+        groups = [rows[first : first + size] for first in range(0, len(rows), size)]
+        return [(group, next(n for n in ready if n >= len(group))) for group in groups]
 
     def _rows(self, chunk: ScheduledChunk, q_len: int) -> list[_Row]:
         n = chunk.num_new_tokens
@@ -300,6 +312,6 @@ class JaxRunner:
         )
 
     def _call(self, arrays: tuple[StepInputs, SamplingInputs]) -> tuple[jax.Array, jax.Array]:
-        executable = self._executables[arrays[0].token_ids.shape]  # (rows, q_len): a warmed bucket
+        executable = self._executables.ready[arrays[0].token_ids.shape]  # (rows, q_len): a prepared bucket
         tokens, hidden, self.kv.k, self.kv.v = executable(self.params, self.kv.k, self.kv.v, *arrays)
         return tokens, hidden

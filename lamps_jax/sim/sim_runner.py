@@ -23,8 +23,11 @@ class SimRunner:
         self.filler_token_id = filler_token_id
         self.num_iterations = 0
 
-    def warmup(self) -> None:
+    def warmup(self, progress: bool = True, background: bool = False) -> None:
         """Nothing to compile."""
+
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
     def execute(self, sched_out: SchedulerOutput) -> RunnerOutput:
         compute = 0.0
