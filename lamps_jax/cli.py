@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 
 from lamps_jax.bench.prompts import QUESTIONS
-from lamps_jax.bench.serve_load import run_bench_serve
 from lamps_jax.cli_parser import build_parser
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
 from lamps_jax.model.sources import check_model_source
@@ -120,6 +119,8 @@ def _run_prompts(args: argparse.Namespace, prompts: list[str], chat: bool) -> No
     console.print(table)
     num_tokens = sum(len(o.token_ids) for o in outputs)
     console.print(f"generated {num_tokens} tokens in {elapsed:.2f} s: [bold]{num_tokens / elapsed:.1f} tokens/s[/bold]")
+    if not llm.engine.runner.warm:
+        console.print("[dim]stopping the background warm-up: the compiles under way finish and are stored[/dim]")
     llm.close()
 
 
@@ -327,6 +328,8 @@ def _run(args: argparse.Namespace) -> None:
 
         compare_devices(args.profiles, _device_setting(args), args.jobs, args.output)
     elif args.command == "bench-serve":
+        from lamps_jax.bench.serve_load import run_bench_serve  # asyncio, an HTTP client: this command's alone
+
         run_bench_serve(args)
     elif args.command in length_predictor_commands.COMMANDS:
         length_predictor_commands.run(args)
@@ -346,6 +349,7 @@ def _run(args: argparse.Namespace) -> None:
             num_prompts=args.num_prompts,
             peers=tuple(peer for peer in args.peers.split(",") if peer),
             dtypes=tuple(dtype for dtype in args.dtypes.split(",") if dtype),
+            prompt_tokens=args.prompt_tokens,
         )
 
 

@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32,w8a8",
         help=f"the engine's weight formats, each run on its own ({', '.join(DTYPES)})",
     )
+    bench.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="measure prefill: prompts of exactly this many tokens, throughput in prompt tokens (with --max-tokens 1)",
+    )
     bench.add_argument("--output", type=Path, default=Path("bench_results"), help="folder for the results")
 
     add_bench_serve_arguments(

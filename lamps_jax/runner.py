@@ -201,6 +201,11 @@ class JaxRunner:
         if self.swapper is not None:
             self.swapper.warmup(self.kv)
 
+    @property
+    def warm(self) -> bool:
+        """Every bucket has its final executable (always, once a full warm-up has returned)."""
+        return self._executables is not None and self._executables.complete
+
     def wait_until_warm(self) -> None:
         """Blocks until every bucket is ready (at once after a full warm-up)."""
         self._executables.wait()

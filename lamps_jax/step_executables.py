@@ -48,10 +48,12 @@ class StepExecutables:
         self._error: BaseException | None = None
         self._bar: tqdm | None = None
         self._compiles: list[Future] = []
+        self._num_shapes = self._num_done = 0
 
     def prepare(self, shapes: Sequence[Shape], background: bool, progress: bool, quick: int = 0) -> None:
         """Makes every bucket of ``shapes`` ready, in order; with ``background``, returns once the first is, and the
         ``quick`` leading buckets that need compiling are compiled quickly first."""
+        self._num_shapes = len(shapes)
         self._bar = tqdm(total=len(shapes), desc="compiling the serving step", unit="shape", disable=not progress)
         if not background:
             self._prepare(shapes, quick=())
@@ -67,7 +69,8 @@ class StepExecutables:
 
     @property
     def complete(self) -> bool:
-        return self._thread is None or not self._thread.is_alive()
+        """Every bucket has its final executable (loaded, or compiled optimized)."""
+        return self._num_done == self._num_shapes
 
     def wait(self) -> None:
         """Blocks until every bucket is ready (or the preparation failed: its error is raised here)."""
@@ -131,6 +134,7 @@ class StepExecutables:
     def _set_ready(self, shape: Shape, executable: jax.stages.Compiled, done: bool) -> None:
         with self._changed:
             self.ready[shape] = executable
+            self._num_done += done
             self._changed.notify_all()
         if done:
             self._bar.update(1)

@@ -96,10 +96,7 @@ def main() -> None:
         "",
         "| executable store | warm-up | ready s | answered s | exit s |",
         "|---|---|---:|---:|---:|",
-        *(
-            f"| {r['store']} | {r['warmup']} | {r['ready']:.1f} | {r['answered']:.1f} | {r['exit']:.1f} |"
-            for r in rows
-        ),
+        *(f"| {r['store']} | {r['warmup']} | {r['ready']:.1f} | {r['answered']:.1f} | {r['exit']:.1f} |" for r in rows),
     ]
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "startup.md").write_text("\n".join(lines) + "\n")

@@ -9,6 +9,10 @@ of its own at its library's defaults (``peer_engines``). Beside every cell: the 
 on this machine (``roofline``, measured in the same run) and the fraction reached. Start-up: model load and
 compilation for the engine, model load for the peers. Results go to the console and to
 ``decode_throughput.{json,csv,md,png}``.
+
+With ``prompt_tokens`` it measures prefill instead: every prompt is exactly that many tokens (the questions' text
+run together from a different question each, cut there), and the throughput counts prompt tokens, not generated
+ones (use one generated token: the time is then the prefill's and one sampling).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from lamps_jax.model.sources import SMOLLM2, smollm2_gguf_path
 from lamps_jax.model.weights import save_hf_directory
 from lamps_jax.request import SamplingParams
 
-MAX_MODEL_LEN = 512
+MIN_MODEL_LEN = 512  # the engine's context limit: this, or the longest prompt plus max_tokens when more
 PAGE_SIZE = 16
 MAX_PROMPTS = 1024
 PEERS = ("hf", "llama_cpp")
@@ -83,6 +87,20 @@ def prompt_token_ids(tokenizer: Any, count: int) -> list[list[int]]:
     return prompts
 
 
+def long_prompt_token_ids(tokenizer: Any, count: int, length: int) -> list[list[int]]:
+    """``count`` prompts of exactly ``length`` tokens: the questions' text from question i on, run together, cut."""
+    questions = [list(tokenizer.encode(" " + q, add_special_tokens=False)) for q in QUESTIONS]
+    prompts = []
+    for first in range(count):
+        tokens: list[int] = []
+        for offset in range(first, first + length + 1):  # every question has at least one token
+            tokens += questions[offset % len(questions)]
+            if len(tokens) >= length:
+                break
+        prompts.append(tokens[:length])
+    return prompts
+
+
 def waves_of(num_prompts: int, batch: int) -> list[list[int]]:
     return [list(range(start, min(start + batch, num_prompts))) for start in range(0, num_prompts, batch)]
 
@@ -94,7 +112,7 @@ def _build_engine(model: LoadedModel, max_batch: int, max_seq_tokens: int) -> LL
     config = EngineConfig(
         scheduler=SchedulerConfig(max_num_seqs=max_batch, max_num_batched_tokens=512),
         cache=CacheConfig(page_size=PAGE_SIZE, kv_memory_bytes=kv_bytes),
-        max_model_len=MAX_MODEL_LEN,
+        max_model_len=max(MIN_MODEL_LEN, -(-max_seq_tokens // PAGE_SIZE) * PAGE_SIZE),
     )
     return LLMEngine(model, config)
 
@@ -189,14 +207,21 @@ def _bench_model(
     folder: Path,
     console: Console,
     progress: Progress,
+    prompt_tokens: int | None,
 ) -> tuple[list[ThroughputCell], dict[str, str]]:
     start = time.perf_counter()
     model = load_model(name)  # float32: the peers' weights and the prompts' tokenizer
     load_seconds = time.perf_counter() - start
-    prompts = prompt_token_ids(model.tokenizer, num_prompts)
+    if prompt_tokens:
+        prompts = long_prompt_token_ids(model.tokenizer, num_prompts, prompt_tokens)
+    else:
+        prompts = prompt_token_ids(model.tokenizer, num_prompts)
     max_seq_tokens = max(map(len, prompts)) + max_tokens
-    if max_seq_tokens > MAX_MODEL_LEN:
-        raise ValueError(f"the longest prompt plus max_tokens is {max_seq_tokens} tokens; the limit is {MAX_MODEL_LEN}")
+    if max_seq_tokens > model.config.max_position_embeddings:
+        raise ValueError(
+            f"the longest prompt plus max_tokens is {max_seq_tokens} tokens; {name} holds "
+            f"{model.config.max_position_embeddings}"
+        )
     leaves = jax.tree.leaves(model.params)
     setup = _ModelSetup(
         name,
@@ -231,12 +256,19 @@ def _bench_model(
             weights = "Q4_1 GGUF" if peer == "llama_cpp" else "float32"
             results[peer] = result | {"run_seconds": result["run_seconds"][1:], "weights": weights}
         progress.advance(task)
-    return _cells(setup, results, batch_sizes, repeats, max_tokens, machine), skipped
+    return _cells(setup, results, batch_sizes, repeats, max_tokens, machine, bool(prompt_tokens)), skipped
 
 
 def _cells(
-    setup: _ModelSetup, results: dict, batch_sizes: list[int], repeats: int, max_tokens: int, machine: Machine
+    setup: _ModelSetup,
+    results: dict,
+    batch_sizes: list[int],
+    repeats: int,
+    max_tokens: int,
+    machine: Machine,
+    count_prompts: bool,
 ) -> list[ThroughputCell]:
+    """``count_prompts``: throughput in prompt tokens (prefill), else in generated tokens."""
     cells = []
     for engine, result in results.items():
         weight_bytes = setup.gguf.stat().st_size if engine == "llama_cpp" else result.get("weight_bytes")
@@ -244,7 +276,7 @@ def _cells(
         for position, batch in enumerate(batch_sizes):
             waves = waves_of(len(setup.prompts), batch)
             run_seconds = result["run_seconds"][position * repeats : (position + 1) * repeats]
-            tokens = len(setup.prompts) * max_tokens
+            tokens = sum(map(len, setup.prompts)) if count_prompts else len(setup.prompts) * max_tokens
             lengths = [[len(setup.prompts[i]) for i in wave] for wave in waves]
             roofline = tokens / roofline_seconds(machine, weight_bytes, setup.parameters, lengths, max_tokens)
             tok_s = statistics.median(tokens / s for s in run_seconds)
@@ -359,9 +391,13 @@ def run_decode_benchmark(
     num_prompts: int = len(QUESTIONS),
     peers: tuple[str, ...] = PEERS,
     dtypes: tuple[str, ...] = ENGINE_DTYPES,
+    prompt_tokens: int | None = None,
 ) -> list[ThroughputCell]:
     """Benchmarks every model at every batch size beside the peers, prints the table and writes the result files.
-    ``dtypes``: the engine's weight formats, each run as an engine of its own (``lamps_jax <dtype>``)."""
+    ``dtypes``: the engine's weight formats, each run as an engine of its own (``lamps_jax <dtype>``).
+    ``prompt_tokens``: prompts of exactly this many tokens, and throughput in prompt tokens (prefill)."""
+    if prompt_tokens is not None and prompt_tokens < 1:
+        raise ValueError(f"prompt_tokens must be >= 1, got {prompt_tokens}")
     if not 1 <= num_prompts <= MAX_PROMPTS:
         raise ValueError(f"num_prompts must be between 1 and {MAX_PROMPTS}, got {num_prompts}")
     if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > num_prompts:
@@ -391,13 +427,20 @@ def run_decode_benchmark(
                 Path(tmp),
                 console,
                 progress,
+                prompt_tokens,
             )
             cells += found
             notes += [f"{name}: {peer} not run: {why}" for peer, why in skipped.items()]
+    workload = (
+        f"Prompt tokens/s (prefill): {plural(num_prompts, 'prompt')} of {plural(prompt_tokens, 'token')}, "
+        f"{plural(max_tokens, 'token')} generated each"
+        if prompt_tokens
+        else f"Generated tokens/s: {plural(num_prompts, 'chat prompt')}, {plural(max_tokens, 'token')} each"
+    )
     caption = (
-        f"Generated tokens/s: {plural(num_prompts, 'chat prompt')}, {plural(max_tokens, 'token')} each, greedy, "
-        f"end-of-text ignored, in waves of the batch size, prefill included, median of {plural(repeats, 'run')}; "
-        f"roofline: {machine.bandwidth / 1e9:.1f} GB/s read, {machine.flops / 1e9:.0f} GFLOP/s f32 (measured now)"
+        f"{workload}, greedy, end-of-text ignored, in waves of the batch size, prefill included, median of "
+        f"{plural(repeats, 'run')}; roofline: {machine.bandwidth / 1e9:.1f} GB/s read, "
+        f"{machine.flops / 1e9:.0f} GFLOP/s f32 (measured now)"
     )
     notes = _ratios(cells) + notes
     console.print(_table(cells, caption))
@@ -407,6 +450,7 @@ def run_decode_benchmark(
     summary = {
         "setting": {
             "num_prompts": num_prompts,
+            "prompt_tokens": prompt_tokens,  # None: the chat prompts, generated tokens counted
             "max_tokens": max_tokens,
             "repeats": repeats,
             "peers": list(peers),

@@ -311,6 +311,7 @@ def serve_command(model: str, policy: str, port: int, engine: EngineSettings) ->
         sys.executable,
         *("-m", "lamps_jax.cli", "serve", "--model", model, "--policy", policy),
         *("--host", LOOPBACK, "--port", str(port)),
+        *("--warmup", "full"),  # every step bucket ready before the first measured request
         *engine.serve_flags(),
     ]
 

@@ -4,10 +4,18 @@ process (slow: it loads torch)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from lamps_jax.bench.decode_throughput import prompt_token_ids, run_decode_benchmark, waves_of
+from lamps_jax.bench.decode_throughput import (
+    _cells,
+    _ModelSetup,
+    long_prompt_token_ids,
+    prompt_token_ids,
+    run_decode_benchmark,
+    waves_of,
+)
 from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.bench.roofline import Machine, roofline_seconds
 
@@ -21,6 +29,22 @@ def test_more_prompts_than_questions_repeat_them_in_order(tiny_model) -> None:
     prompts = prompt_token_ids(tiny_model.tokenizer, len(QUESTIONS) + 3)
     assert len(prompts) == len(QUESTIONS) + 3 and len({tuple(p) for p in prompts}) == len(QUESTIONS)
     assert prompts[len(QUESTIONS) : len(QUESTIONS) + 3] == prompts[:3]
+
+
+def test_prefill_prompts_are_exactly_the_length_asked_and_differ(tiny_model) -> None:
+    prompts = long_prompt_token_ids(tiny_model.tokenizer, 4, 300)
+    assert [len(p) for p in prompts] == [300] * 4
+    assert len({tuple(p) for p in prompts}) == 4
+
+
+def test_a_prefill_run_counts_prompt_tokens_and_a_decode_run_generated_ones() -> None:
+    machine = Machine(bandwidth=10e9, flops=100e9)
+    setup = _ModelSetup("m", [[1] * 500, [2] * 500], 1000, 4000, Path("."), None)
+    results = {"lamps_jax": {"run_seconds": [2.0, 4.0], "startup_s": 1.0, "weights": "float32"}}
+    prefill = _cells(setup, results, [1], 2, 1, machine, count_prompts=True)
+    assert [c.tok_s for c in prefill] == [pytest.approx(1000 / 3.0)]  # the median of 500 and 250 tok/s
+    decode = _cells(setup, results, [1], 2, 1, machine, count_prompts=False)
+    assert [c.tok_s for c in decode] == [pytest.approx(2 / 3.0)]
 
 
 def test_the_roofline_is_bandwidth_bound_at_batch_one_and_compute_bound_past_the_ridge() -> None:
@@ -39,6 +63,8 @@ def test_bad_settings_are_refused_before_anything_loads(tmp_path) -> None:
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=0)
     with pytest.raises(ValueError, match="engine dtypes must be among"):
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, dtypes=("int4",))
+    with pytest.raises(ValueError, match="prompt_tokens must be >= 1"):
+        run_decode_benchmark(["tiny"], [1], 1, 1, tmp_path, num_prompts=4, prompt_tokens=0)
     with pytest.raises(ValueError, match="unknown peer 'vllm'"):
         run_decode_benchmark(["tiny"], [1], 4, 1, tmp_path, num_prompts=4, peers=("vllm",))
 

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from lamps_jax.cli import _serve_engine_config
+from lamps_jax.cli_parser import build_parser
 from lamps_jax.engine import LLMEngine
 from lamps_jax.request import SamplingParams
 from lamps_jax.runner import num_compilations
@@ -84,6 +86,7 @@ def test_a_background_start_serves_at_once_then_warms_up_and_stores_every_bucket
         assert (1, 8) in engine.runner._executables.ready
         assert _greedy_tokens(engine) == _greedy_tokens(full_engine)
         engine.runner.wait_until_warm()
+        assert engine.runner.warm
     finally:
         engine.close()
     shapes = {(n, q) for q, buckets in engine.runner.row_buckets.items() for n in buckets}
@@ -149,5 +152,18 @@ def test_close_drops_the_buckets_not_started() -> None:
     threading.Timer(0.5, gate.set).start()  # then the compiles running finish
     executables.close()
     thread.join(10)
-    assert executables.complete
+    assert not executables._thread.is_alive() and not executables.complete
     assert 0 < len(log) < len(shapes)
+
+
+def test_serve_and_generate_warm_up_in_the_background_unless_told_or_multi_host() -> None:
+    parser = build_parser()
+    generate = parser.parse_args(["generate", "--prompt", "hi"])
+    assert generate.warmup == "background"
+    serve = ["serve", "--model", "tiny"]
+    assert _serve_engine_config(parser.parse_args(serve)).warmup == "background"
+    assert _serve_engine_config(parser.parse_args([*serve, "--warmup", "full"])).warmup == "full"
+    multi_host = [*serve, "--num-processes", "2", "--coordinator-address", "h:1", "--tensor-parallel", "2"]
+    assert _serve_engine_config(parser.parse_args(multi_host)).warmup == "full"
+    with pytest.raises(ValueError, match="warmup must be full or background"):
+        dataclasses.replace(small_engine_config(), warmup="lazy")
