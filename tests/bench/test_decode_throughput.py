@@ -42,9 +42,9 @@ def test_a_prefill_run_counts_prompt_tokens_and_a_decode_run_generated_ones() ->
     setup = _ModelSetup("m", [[1] * 500, [2] * 500], 1000, 4000, Path("."), None)
     results = {"lamps_jax": {"run_seconds": [2.0, 4.0], "startup_s": 1.0, "weights": "float32"}}
     prefill = _cells(setup, results, [1], 2, 1, machine, count_prompts=True)
-    assert [c.tok_s for c in prefill] == [pytest.approx(1000 / 3.0)]  # the median of 500 and 250 tok/s
+    assert [c.tok_s for c in prefill] == [pytest.approx(375.0)]  # the median of 1000 tokens in 2 s and in 4 s
     decode = _cells(setup, results, [1], 2, 1, machine, count_prompts=False)
-    assert [c.tok_s for c in decode] == [pytest.approx(2 / 3.0)]
+    assert [c.tok_s for c in decode] == [pytest.approx(0.75)]  # 2 generated tokens in 2 s and in 4 s
 
 
 def test_the_roofline_is_bandwidth_bound_at_batch_one_and_compute_bound_past_the_ridge() -> None:
