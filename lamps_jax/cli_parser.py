@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lamps_jax.bench.serve_load import add_bench_serve_arguments
+from lamps_jax.bench.bench_serve import add_bench_serve_arguments
 from lamps_jax.config import DTYPES
 from lamps_jax.predictors import commands as length_predictor_commands
 from lamps_jax.server.tool_parsers import TOOL_PARSER_NAMES

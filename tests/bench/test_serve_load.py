@@ -14,6 +14,7 @@ import time
 import pytest
 
 from lamps_jax.async_llm import AsyncLLM
+from lamps_jax.bench.bench_serve import add_bench_serve_arguments, run_bench_serve, serve_command
 from lamps_jax.bench.comparison import _real_config, real_comparison
 from lamps_jax.bench.harness import run_workload
 from lamps_jax.bench.serve_load import (
@@ -22,10 +23,7 @@ from lamps_jax.bench.serve_load import (
     REAL_TIME_SCALE,
     EngineSettings,
     TraceSlice,
-    add_bench_serve_arguments,
     conversations,
-    run_bench_serve,
-    serve_command,
 )
 from lamps_jax.bench.serve_report import METRICS, in_process_summary
 from lamps_jax.bench.server_process import BenchServeError, spawned_server
