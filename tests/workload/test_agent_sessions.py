@@ -15,20 +15,16 @@ from lamps_jax.bench.harness import run_workload
 from lamps_jax.bench.sim_grid import PAGE_SIZE, SimPoint
 from lamps_jax.scheduler.cost_model import load_cost_model
 from lamps_jax.sim.engine import simulated_engine
+from lamps_jax.workload.agent_session_examples import DEFAULT_EXAMPLES, load_examples
+from lamps_jax.workload.agent_session_spec import DEFAULT_SPEC, AgentSessionError, Quantiles, load_spec
 from lamps_jax.workload.agent_sessions import (
     CUT_COUNTS,
-    DEFAULT_EXAMPLES,
     DEFAULT_MAX_CONTEXT_TOKENS,
-    DEFAULT_SPEC,
     DEFAULT_TOKEN_SCALE,
     FIRST_INPUT_TOKENS,
     HUMAN,
-    AgentSessionError,
-    Quantiles,
     Session,
     generate,
-    load_examples,
-    load_spec,
     sample_sessions,
     session_arrivals,
 )
