@@ -192,7 +192,7 @@ class JaxRunner:
         if background and jax.process_count() > 1:
             raise ValueError("a multi-process run warms up in full: every process must hold every bucket")
         shapes = [(n, q_len) for q_len, buckets in self.row_buckets.items() for n in buckets]
-        first = [(1, self.query_block), (1, 1)]
+        first = list(dict.fromkeys([(1, self.query_block), (1, 1)]))  # one shape when query_block is 1
         shapes = first + [shape for shape in shapes if shape not in first]
         self._executables = StepExecutables(self._lower, self._store_key, self.executable_store)
         self._executables.prepare(shapes, background, progress, quick=len(first))
