@@ -206,6 +206,11 @@ class JaxRunner:
         """Every bucket has its final executable (always, once a full warm-up has returned)."""
         return self._executables is not None and self._executables.complete
 
+    @property
+    def buckets_ready(self) -> tuple[int, int]:
+        """(buckets with their final executable, all buckets): a background warm-up's progress."""
+        return self._executables.num_done if self._executables is not None else (0, 0)
+
     def wait_until_warm(self) -> None:
         """Blocks until every bucket is ready (at once after a full warm-up)."""
         self._executables.wait()

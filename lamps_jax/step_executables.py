@@ -72,6 +72,11 @@ class StepExecutables:
         """Every bucket has its final executable (loaded, or compiled optimized)."""
         return self._num_done == self._num_shapes
 
+    @property
+    def num_done(self) -> tuple[int, int]:
+        """(buckets with their final executable, all buckets)."""
+        return self._num_done, self._num_shapes
+
     def wait(self) -> None:
         """Blocks until every bucket is ready (or the preparation failed: its error is raised here)."""
         if self._thread is not None:

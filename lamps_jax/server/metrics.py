@@ -63,6 +63,17 @@ class _EngineState(Collector):
             "lamps_jax_kv_pages_cached", "Device pages registered in the prefix cache", engine.page_pool.num_cached
         )
         yield CounterMetricFamily("lamps_jax_engine_steps", "Scheduler iterations", scheduler.iteration)
+        buckets_ready = getattr(engine.runner, "buckets_ready", None)  # a simulated runner compiles nothing
+        if buckets_ready is not None:
+            buckets = GaugeMetricFamily(
+                "lamps_jax_step_buckets",
+                "Serving-step row buckets: all, and ready with their final executable (a background warm-up fills "
+                "them while the server answers)",
+                labels=["state"],
+            )
+            buckets.add_metric(["ready"], buckets_ready[0])
+            buckets.add_metric(["all"], buckets_ready[1])
+            yield buckets
         prefix = CounterMetricFamily(
             "lamps_jax_prefix_cache_pages", "Full prompt pages looked up in the prefix cache", labels=["result"]
         )

@@ -478,6 +478,8 @@ def test_metrics_expose_the_engine_state_and_latencies(served: Served) -> None:
         assert sample in text, sample
     assert served.metric("lamps_jax_e2e_request_latency_seconds_count") > 0
     assert served.metric("lamps_jax_inter_token_latency_seconds_count") > 0
+    all_buckets = served.metric("lamps_jax_step_buckets", 'state="all"')
+    assert all_buckets > 0 and served.metric("lamps_jax_step_buckets", 'state="ready"') == all_buckets
 
 
 CALC_SCRIPT = (

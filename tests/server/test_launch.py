@@ -1,10 +1,13 @@
 """``lamps-jax serve`` before and around the app: what it refuses before loading a model, its imports on the run
-dependencies alone, and a real model (SmolLM2) answering a chat through its own template (slow)."""
+dependencies alone, a server answering while it warms up, and a real model (SmolLM2) answering a chat through its own
+template (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
+import httpx
 import openai
 import pytest
 
@@ -77,3 +80,18 @@ def test_smollm2_answers_a_chat_through_its_own_template(smollm2_model) -> None:
     prompt = smollm2_model.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert answer.usage.prompt_tokens == len(smollm2_model.tokenizer.encode(prompt, add_special_tokens=False))
     assert "Paris" in answer.choices[0].message.content
+
+
+def test_a_server_warming_up_in_the_background_answers_and_reports_its_buckets(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))  # its buckets compile here: none stored yet
+    config = dataclasses.replace(small_engine_config(max_num_seqs=4, token_budget=16), warmup="background")
+    engine = LLMEngine(tiny_model, config)
+    with running(build_app(AsyncLLM(engine), "tiny")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        answer = client.completions.create(model="tiny", prompt="hello", max_tokens=4, temperature=0)
+        assert answer.usage.completion_tokens == 4
+        engine.runner.wait_until_warm()
+        metrics = httpx.get(f"{url}/metrics").text
+    ready, total = engine.runner.buckets_ready
+    assert ready == total > 1
+    assert f'lamps_jax_step_buckets{{state="ready"}} {float(total)}' in metrics
