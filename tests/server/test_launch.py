@@ -82,9 +82,10 @@ def test_smollm2_answers_a_chat_through_its_own_template(smollm2_model) -> None:
     assert "Paris" in answer.choices[0].message.content
 
 
-def test_a_server_warming_up_in_the_background_answers_and_reports_its_buckets(tiny_model, tmp_path, monkeypatch):
-    monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))  # its buckets compile here: none stored yet
-    config = dataclasses.replace(small_engine_config(max_num_seqs=4, token_budget=16), warmup="background")
+def test_a_server_warming_up_in_the_background_answers_and_reports_its_buckets(tiny_model) -> None:
+    # tests/engine/test_background_warmup.py's setting: its steps load from the store when that file ran first
+    base = small_engine_config(num_pages=64, max_num_seqs=8, token_budget=32)
+    config = dataclasses.replace(base, warmup="background")
     engine = LLMEngine(tiny_model, config)
     with running(build_app(AsyncLLM(engine), "tiny")) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
