@@ -48,6 +48,7 @@ class StepExecutables:
         self._error: BaseException | None = None
         self._bar: tqdm | None = None
         self._compiles: list[Future] = []
+        self._compile_failed = False
         self._num_shapes = self._num_done = 0
 
     def prepare(self, shapes: Sequence[Shape], background: bool, progress: bool, quick: int = 0) -> None:
@@ -112,8 +113,10 @@ class StepExecutables:
             for index, shape in enumerate(shapes):
                 if index == len(quick) > 0:
                     with self._changed:
-                        self._changed.wait_for(lambda: all(s in self.ready for s in quick))
-                if self._stop.is_set():
+                        self._changed.wait_for(
+                            lambda: self._compile_failed or self._stop.is_set() or all(s in self.ready for s in quick)
+                        )
+                if self._stop.is_set() or self._compile_failed:  # a failed compile is raised below
                     break
                 key = self._key_of(shape) if self._store else None
                 loaded = self._store.load(key) if self._store else None
@@ -129,9 +132,15 @@ class StepExecutables:
                 future.result()
 
     def _compile(self, shape: Shape, key: str | None, lowered: jax.stages.Lowered, quick: bool) -> None:
-        if quick:  # serve with a quickly compiled step until the optimized one is done
-            self._set_ready(shape, lowered.compile(compiler_options=QUICK_COMPILE), done=False)
-        compiled = lowered.compile()
+        try:
+            if quick:  # serve with a quickly compiled step until the optimized one is done
+                self._set_ready(shape, lowered.compile(compiler_options=QUICK_COMPILE), done=False)
+            compiled = lowered.compile()
+        except BaseException:
+            with self._changed:  # wakes a preparation waiting for this bucket
+                self._compile_failed = True
+                self._changed.notify_all()
+            raise
         if self._store:
             self._store.save(key, compiled)
         self._set_ready(shape, compiled, done=True)

@@ -83,8 +83,8 @@ def test_smollm2_answers_a_chat_through_its_own_template(smollm2_model) -> None:
 
 
 def test_a_server_warming_up_in_the_background_answers_and_reports_its_buckets(tiny_model) -> None:
-    # tests/engine/test_background_warmup.py's setting: its steps load from the store when that file ran first
-    base = small_engine_config(num_pages=64, max_num_seqs=8, token_budget=32)
+    # tests/engine/test_background_warmup.py's (and test_no_recompile.py's) setting: steps stored by either load
+    base = small_engine_config(num_pages=48, max_num_seqs=8, token_budget=32)
     config = dataclasses.replace(base, warmup="background")
     engine = LLMEngine(tiny_model, config)
     with running(build_app(AsyncLLM(engine), "tiny")) as url:
