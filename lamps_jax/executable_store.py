@@ -40,16 +40,16 @@ KEEP_VERSIONS = 2  # source versions whose executables stay on disk (the current
 
 @functools.cache
 def source_fingerprint() -> str:
-    """A hash of every Python file of the package: any code change makes every key new."""
+    """A hash of every Python and C++ file of the package: any code change makes every key new."""
     digest = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sorted([*PACKAGE_DIR.rglob("*.py"), *PACKAGE_DIR.rglob("*.cc")]):
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
 @functools.cache
-def _cpu_flags() -> str:
+def cpu_flags() -> str:
     """The host CPU's instruction-set flags (Linux), which XLA's CPU code is compiled for."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -84,7 +84,7 @@ class ExecutableStore:
             device.platform,
             device.device_kind,
             getattr(device.client, "platform_version", ""),
-            _cpu_flags() if device.platform == "cpu" else "",
+            cpu_flags() if device.platform == "cpu" else "",
             repr(sorted(static.items())),
             str(treedef),
             *map(_leaf_signature, leaves),

@@ -11,6 +11,7 @@ Only the sampled token ids come back to the host: one ``device_get`` per step. E
 the final-norm hidden state of each row's last token; it joins that same ``device_get`` only for groups
 with a sampling row of a request that asks (``Request.return_hidden_states``, length prediction).
 
+On one CPU device, weight-only int8 params are repacked for the int8 kernel (``model/packed_int8.py``).
 With ``EngineConfig.tensor_parallel`` > 1 the params and KV pages are split over a ``("tp",)`` mesh
 (``model/sharding.py``) and the same step runs as one SPMD program over it; tensor_parallel = 1 keeps
 everything on one device, unsharded. In a multi-process run (``distributed.py``) every step is first
@@ -30,7 +31,7 @@ from lamps_jax import distributed
 from lamps_jax.config import EngineConfig, ModelConfig
 from lamps_jax.distributed import StepPlan
 from lamps_jax.executable_store import default_store
-from lamps_jax.model import sharding
+from lamps_jax.model import packed_int8, sharding
 from lamps_jax.model.llama import Params, forward_paged
 from lamps_jax.model.sampling import sample
 from lamps_jax.model.step_inputs import SamplingInputs, StepInputs
@@ -123,6 +124,8 @@ class JaxRunner:
             self.device = device or jax.devices()[0]
             if jax.process_count() > 1:
                 raise ValueError(f"a run over {jax.process_count()} processes needs tensor_parallel > 1")
+            if self.device.platform == "cpu":
+                params = packed_int8.for_cpu_kernel(params, model_cfg)
             self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
             kv_sharding = jax.sharding.SingleDeviceSharding(self.device)
         else:

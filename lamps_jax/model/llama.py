@@ -108,9 +108,9 @@ def _mlp(layer: Params, x: jax.Array, cfg: ModelConfig, num_shards: int) -> jax.
 
 def _logits(params: Params, h: jax.Array, cfg: ModelConfig) -> jax.Array:
     h = rms_norm(h, params["final_norm"], cfg.rms_norm_eps)
-    if cfg.tie_word_embeddings:  # contract against embed [V, D] directly: no transposed copy
-        return matmul_rows(h, params["embed"]).astype(jnp.float32)
-    return matmul(h, params["lm_head"]).astype(jnp.float32)
+    if "lm_head" in params:  # untied, or a tied int8 embedding's packed copy (packed_int8.py)
+        return matmul(h, params["lm_head"]).astype(jnp.float32)
+    return matmul_rows(h, params["embed"]).astype(jnp.float32)  # tied: against embed [V, D], no transposed copy
 
 
 def _decoder(

@@ -13,7 +13,9 @@ Two kinds (``quantize_params(activations=...)``):
 - ``W8A8Weight`` (dtype ``w8a8``): each matmul also quantizes its activations, one symmetric scale per
   row (token) computed in the step (max |x| of the row / 127), and runs an int8 x int8 -> int32 dot
   that XLA CPU executes natively: a quarter of the weight bytes and no float32 copy of them.
-Both are measured in scripts/bench_matmul_cpu.py.
+- ``PackedInt8Weight``: an ``Int8Weight`` repacked for the CPU kernel (``packed_int8.py``), which converts
+  the weights inside its loop; a CPU runner uses it for dtype ``int8`` where the kernel builds.
+All are measured in scripts/bench_matmul_cpu.py.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Weight = jax.Array  # or Int8Weight
+Weight = jax.Array  # or Int8Weight, PackedInt8Weight
 
 QUANTIZED_LAYER_WEIGHTS = ("wqkv", "wo", "w_gate_up", "w_down")
+INT8_KERNEL_TARGET = "lamps_int8_matmul"  # the FFI target of cpu_kernels/int8_matmul.cc
 
 
 class Int8Weight(NamedTuple):
@@ -38,6 +41,13 @@ class W8A8Weight(Int8Weight):
     """An ``Int8Weight`` whose matmuls quantize the activations to int8 too (per row, dynamic)."""
 
     __slots__ = ()
+
+
+class PackedInt8Weight(NamedTuple):
+    """An ``[K, N]`` ``Int8Weight`` as blocks of 64 output columns, the CPU kernel's layout."""
+
+    blocks: jax.Array  # int8 [ceil(N / 64), K, 64], columns past N zero
+    scale: jax.Array  # float32 [N]
 
 
 def quantize(w: np.ndarray | jax.Array, contracted_axis: int) -> Int8Weight:
@@ -98,8 +108,16 @@ def _int8_dot(x: jax.Array, values: jax.Array, contracted_axis: int) -> jax.Arra
     return (out.astype(jnp.float32) * row_scale)[:num_rows].reshape(*lead, -1)
 
 
+def _packed_matmul(x: jax.Array, w: PackedInt8Weight) -> jax.Array:
+    """Through the CPU kernel (registered by ``packed_int8.kernel_unavailable``), in float32."""
+    out_type = jax.ShapeDtypeStruct((*x.shape[:-1], w.scale.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(INT8_KERNEL_TARGET, out_type)(x.astype(jnp.float32), w.blocks, w.scale).astype(x.dtype)
+
+
 def matmul(x: jax.Array, w: Weight) -> jax.Array:
     """``x [..., in] @ w [in, out]``; an int8 weight is scaled on the output, after the dot."""
+    if isinstance(w, PackedInt8Weight):
+        return _packed_matmul(x, w)
     if not isinstance(w, Int8Weight):
         return x @ w
     if isinstance(w, W8A8Weight):
