@@ -7,6 +7,7 @@ set it to ``""`` to keep nothing).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -17,3 +18,13 @@ def cache_root() -> Path | None:
     """The cache's root folder; None when ``LAMPS_JAX_CACHE_DIR`` is set empty."""
     root = os.environ.get("LAMPS_JAX_CACHE_DIR", str(DEFAULT_CACHE_ROOT))
     return Path(root) if root else None
+
+
+@functools.cache
+def cpu_flags() -> str:
+    """The host CPU's instruction-set flags (Linux), which XLA's CPU code and the CPU kernels are compiled for."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith("flags")), "")

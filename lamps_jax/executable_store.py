@@ -32,7 +32,8 @@ import jax
 import jaxlib
 from jax.experimental import serialize_executable
 
-from lamps_jax.disk_cache import cache_root
+from lamps_jax import cpu_kernels
+from lamps_jax.disk_cache import cache_root, cpu_flags
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 KEEP_VERSIONS = 2  # source versions whose executables stay on disk (the current one and the one before)
@@ -46,16 +47,6 @@ def source_fingerprint() -> str:
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-@functools.cache
-def cpu_flags() -> str:
-    """The host CPU's instruction-set flags (Linux), which XLA's CPU code is compiled for."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    return next((line for line in lines if line.startswith("flags")), "")
 
 
 def _leaf_signature(leaf: Any) -> str:
@@ -85,6 +76,7 @@ class ExecutableStore:
             device.device_kind,
             getattr(device.client, "platform_version", ""),
             cpu_flags() if device.platform == "cpu" else "",
+            cpu_kernels.in_use() if device.platform == "cpu" else "",
             repr(sorted(static.items())),
             str(treedef),
             *map(_leaf_signature, leaves),

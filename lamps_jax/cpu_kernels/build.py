@@ -22,8 +22,7 @@ from pathlib import Path
 import jax
 import jaxlib
 
-from lamps_jax.disk_cache import cache_root
-from lamps_jax.executable_store import cpu_flags
+from lamps_jax.disk_cache import cache_root, cpu_flags
 
 SOURCE_DIR = Path(__file__).parent
 DISABLE_ENV = "LAMPS_JAX_CPU_KERNELS"

@@ -14,17 +14,16 @@ import warnings
 
 import numpy as np
 
+from lamps_jax import cpu_kernels
 from lamps_jax.config import ModelConfig
-from lamps_jax.cpu_kernels.build import kernel_status
-from lamps_jax.model.quantize import INT8_KERNEL_TARGET, Int8Weight, PackedInt8Weight
+from lamps_jax.model.quantize import Int8Weight, PackedInt8Weight
 
 BLOCK = 64  # output columns per packed block (kBlock in int8_matmul.cc)
-KERNEL = ("int8_matmul", "LampsInt8Matmul", INT8_KERNEL_TARGET)  # source, handler symbol, FFI target
 
 
 def kernel_unavailable() -> str | None:
     """None when the int8 kernel is built and registered, else why not (then int8 stays on XLA's path)."""
-    return kernel_status(*KERNEL)
+    return cpu_kernels.unavailable(cpu_kernels.INT8_MATMUL)
 
 
 def pack(values: np.ndarray, scale: np.ndarray) -> PackedInt8Weight:

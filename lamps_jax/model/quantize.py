@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lamps_jax import cpu_kernels
+
 Weight = jax.Array  # or Int8Weight, PackedInt8Weight
 
 QUANTIZED_LAYER_WEIGHTS = ("wqkv", "wo", "w_gate_up", "w_down")
-INT8_KERNEL_TARGET = "lamps_int8_matmul"  # the FFI target of cpu_kernels/int8_matmul.cc
 
 
 class Int8Weight(NamedTuple):
@@ -111,7 +112,9 @@ def _int8_dot(x: jax.Array, values: jax.Array, contracted_axis: int) -> jax.Arra
 def _packed_matmul(x: jax.Array, w: PackedInt8Weight) -> jax.Array:
     """Through the CPU kernel (registered by ``packed_int8.kernel_unavailable``), in float32."""
     out_type = jax.ShapeDtypeStruct((*x.shape[:-1], w.scale.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(INT8_KERNEL_TARGET, out_type)(x.astype(jnp.float32), w.blocks, w.scale).astype(x.dtype)
+    return jax.ffi.ffi_call(cpu_kernels.INT8_MATMUL.target, out_type)(x.astype(jnp.float32), w.blocks, w.scale).astype(
+        x.dtype
+    )
 
 
 def matmul(x: jax.Array, w: Weight) -> jax.Array:

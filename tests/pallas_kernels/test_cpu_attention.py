@@ -1,6 +1,7 @@
 """The CPU paged attention equals the jnp reference and dense causal attention, with one compiled shape.
 
-Random batches (hypothesis) mix decode and Q > 1 rows, padding rows, contexts of 0 and 1 tokens,
+Decode rows run through the C++ kernel (where it builds) and through the jnp work list. Random batches
+(hypothesis) mix decode and Q > 1 rows, padding rows, contexts of 0 and 1 tokens,
 chunks that cross page boundaries, GQA groups, shuffled page ids and junk in page 0 and in the
 unused pages; items of 1-4 pages, work-list steps of 1 item up to the default size, full steps
 followed by a tail of smaller ones. Only valid query tokens are compared; padding ones must be finite.
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lamps_jax import cpu_kernels
 from lamps_jax.config import EngineConfig
 from lamps_jax.pallas_kernels import cpu_attention, reference
 from lamps_jax.pallas_kernels.ops import ATTENTION_IMPLS, paged_attention_fn, resolve_attention_impl
@@ -84,6 +86,7 @@ def batches(draw):
         "width": width,
         "pages_per_item": pages_per_item,
         "step_items": step_items,
+        "decode_kernel": draw(st.booleans()),
     }
 
 
@@ -101,7 +104,7 @@ def test_matches_reference(case) -> None:
     )  # fmt: skip
     pages_per_block = case["width"] // 2
     want = np.asarray(jitted(reference.paged_attention)(*args, pages_per_block))
-    kwargs = {"pages_per_item": case["pages_per_item"], "step_items": case["step_items"]}
+    kwargs = {k: case[k] for k in ("pages_per_item", "step_items", "decode_kernel")}
     got = np.asarray(jitted(cpu_attention.paged_attention, **kwargs)(*args, pages_per_block))
     assert got.shape == want.shape and got.dtype == want.dtype
     assert np.isfinite(got).all()
@@ -143,12 +146,13 @@ def test_matches_dense_attention(num_q: int, group: int) -> None:
     np.testing.assert_allclose(got, want, atol=ATOL)
 
 
-def test_padding_rows_and_tiny_contexts() -> None:
+@pytest.mark.parametrize("decode_kernel", [True, False])
+def test_padding_rows_and_tiny_contexts(decode_kernel: bool) -> None:
     """All-padding batches give zeros; rows of context 0 and 1 sit beside long ones."""
     rng = np.random.default_rng(0)
     for contexts, num_valid in (([0, 0, 0], [0, 0, 0]), ([1, 0, 29, 1], [1, 0, 1, 1])):
         args = make_batch(rng, contexts, num_valid, 1, 3, 2, 4, 8, jnp.float32)
-        got = np.asarray(jitted(cpu_attention.paged_attention)(*args, 4))
+        got = np.asarray(jitted(cpu_attention.paged_attention, decode_kernel=decode_kernel)(*args, 4))
         want = np.asarray(jitted(reference.paged_attention)(*args, 4))
         valid = valid_mask(contexts, num_valid, 1)
         np.testing.assert_allclose(got[valid], want[valid], atol=ATOL)
@@ -179,6 +183,23 @@ def test_one_compiled_shape_for_every_context(num_q: int) -> None:
         num_valid = [min(c, num_q) for c in contexts]
         jax.block_until_ready(fn(*make_batch(rng, contexts, num_valid, num_q, 3, 2, 4, 8, jnp.float32)))
     assert len(traces) == 1
+
+
+@pytest.mark.skipif(
+    cpu_kernels.unavailable(cpu_kernels.PAGED_DECODE_ATTENTION) is not None, reason="no decode attention kernel"
+)
+def test_decode_kernel_refuses_a_page_id_out_of_range() -> None:
+    """A corrupt page table is an error with a reason, not a read past the KV pages."""
+    rng = np.random.default_rng(4)
+    q, k_pages, v_pages, page_table, q_start, context_lens, num_blocks = make_batch(
+        rng, [9, 5], [1, 1], 1, 3, 2, 4, 8, jnp.float32
+    )
+    page_table = np.asarray(page_table).copy()
+    page_table[0, 1] = NUM_PAGES  # the second page of row 0 (tokens 4..7): one past the last page
+    with pytest.raises(Exception, match="page id out of range"):
+        jax.block_until_ready(
+            jitted(cpu_attention.paged_attention)(q, k_pages, v_pages, page_table, q_start, context_lens, num_blocks, 4)
+        )
 
 
 def test_dispatch_and_config() -> None:
