@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -29,17 +30,19 @@ constexpr int64_t kPrefetchBytes = 4096;  // how far ahead of the weight stream 
 inline __m512 load_weights(const int8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
+inline __m512 load_weights(const float* p) { return _mm512_loadu_ps(p); }
 
-// Rows [m0, m0 + R) of one block: R x 64 float32 accumulators in registers, one pass over its K x 64 weights.
-template <int R>
-void tile(const float* x, const int8_t* block, int64_t K, int64_t m0, float* acc_out) {
+// Rows [m0, m0 + R) of one block: R x 64 float32 accumulators in registers, one pass over its K x 64 weights
+// (int8, converted here, or float32 converted once per block when several tiles of rows share it).
+template <int R, typename W>
+void tile(const float* x, const W* block, int64_t K, int64_t m0, float* acc_out) {
   __m512 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < 4; ++v) acc[r][v] = _mm512_setzero_ps();
   const float* rows = x + m0 * K;
-  const int8_t* wp = block;
+  const W* wp = block;
   for (int64_t k = 0; k < K; ++k, wp += kBlock) {
-    __builtin_prefetch(wp + kPrefetchBytes);
+    __builtin_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes);
     __m512 w[4];
     for (int v = 0; v < 4; ++v) w[v] = load_weights(wp + 16 * v);
     for (int r = 0; r < R; ++r) {
@@ -51,7 +54,8 @@ void tile(const float* x, const int8_t* block, int64_t K, int64_t m0, float* acc
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(acc_out + r * kBlock + 16 * v, acc[r][v]);
 }
 
-void block_rows(const float* x, const int8_t* block, int64_t M, int64_t K, int64_t m0, int64_t rows, float* acc) {
+template <typename W>
+void block_rows(const float* x, const W* block, int64_t K, int64_t m0, int64_t rows, float* acc) {
   switch (rows) {
     case 6: tile<6>(x, block, K, m0, acc); break;
     case 5: tile<5>(x, block, K, m0, acc); break;
@@ -63,11 +67,12 @@ void block_rows(const float* x, const int8_t* block, int64_t M, int64_t K, int64
 }
 constexpr int64_t kTileRows = 6;  // 6 x 4 accumulators + 4 weight vectors + 1 broadcast fit 32 registers
 #else
-void block_rows(const float* x, const int8_t* block, int64_t M, int64_t K, int64_t m0, int64_t rows, float* acc) {
+template <typename W>
+void block_rows(const float* x, const W* block, int64_t K, int64_t m0, int64_t rows, float* acc) {
   std::fill(acc, acc + rows * kBlock, 0.0f);
   for (int64_t k = 0; k < K; ++k) {
-    const int8_t* wp = block + k * kBlock;
-    __builtin_prefetch(wp + kPrefetchBytes);
+    const W* wp = block + k * kBlock;
+    __builtin_prefetch(reinterpret_cast<const char*>(wp) + kPrefetchBytes);
     for (int64_t r = 0; r < rows; ++r) {
       float xr = x[(m0 + r) * K + k];
       for (int64_t j = 0; j < kBlock; ++j) acc[r * kBlock + j] += xr * static_cast<float>(wp[j]);
@@ -77,15 +82,24 @@ void block_rows(const float* x, const int8_t* block, int64_t M, int64_t K, int64
 constexpr int64_t kTileRows = 4;
 #endif
 
-// Output columns of block b for every row: accumulate, scale, store the block's real columns.
+// Output columns of block b for every row: accumulate, scale, store the block's real columns. With more than one
+// tile of rows, the block's weights are converted to float32 once (``converted``: K x 64 floats) and shared.
 void run_block(const float* x, const int8_t* w, const float* scale, float* y, int64_t M, int64_t K, int64_t N,
-               int64_t b) {
+               int64_t b, std::vector<float>& converted) {
   alignas(64) float acc[kTileRows * kBlock];
   int64_t n0 = b * kBlock, width = std::min(kBlock, N - n0);
   const int8_t* block = w + b * K * kBlock;
+  const bool shared = M > kTileRows;
+  if (shared) {
+    converted.resize(K * kBlock);
+    for (int64_t i = 0; i < K * kBlock; ++i) converted[i] = static_cast<float>(block[i]);
+  }
   for (int64_t m0 = 0; m0 < M; m0 += kTileRows) {
     int64_t rows = std::min(kTileRows, M - m0);
-    block_rows(x, block, M, K, m0, rows, acc);
+    if (shared)
+      block_rows(x, converted.data(), K, m0, rows, acc);
+    else
+      block_rows(x, block, K, m0, rows, acc);
     for (int64_t r = 0; r < rows; ++r) {
       float* out = y + (m0 + r) * N + n0;
       for (int64_t j = 0; j < width; ++j) out[j] = acc[r * kBlock + j] * scale[n0 + j];
@@ -115,8 +129,10 @@ ffi::Error Int8Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   int64_t chunks = std::min(blocks, std::max<int64_t>(1, pool.num_threads()));
   auto progress = std::make_shared<Progress>();
   auto work = [=]() {
+    std::vector<float> converted;
     for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
-      for (int64_t b = blocks * c / chunks; b < blocks * (c + 1) / chunks; ++b) run_block(xp, wp, sp, yp, M, K, N, b);
+      for (int64_t b = blocks * c / chunks; b < blocks * (c + 1) / chunks; ++b)
+        run_block(xp, wp, sp, yp, M, K, N, b, converted);
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
