@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import jax
 import numpy as np
 
-from lamps_jax import distributed
+from lamps_jax import cpu_kernels, distributed
 from lamps_jax.config import EngineConfig, ModelConfig
 from lamps_jax.distributed import StepPlan
 from lamps_jax.executable_store import default_store
@@ -125,7 +125,12 @@ class JaxRunner:
             if jax.process_count() > 1:
                 raise ValueError(f"a run over {jax.process_count()} processes needs tensor_parallel > 1")
             if self.device.platform == "cpu":
+                cpu_kernels.ensure_built()
                 params = packed_int8.for_cpu_kernel(params, model_cfg)
+                if cpu_kernels.in_use() and jax.local_device_count() > 1:
+                    # a step calling a CPU kernel, read back from the store, fails to run in a process of several
+                    # CPU devices (jax 0.10.2: "Expected args ... to have N shards")
+                    self.executable_store = None
             self.params = jax.device_put(params, jax.sharding.SingleDeviceSharding(self.device))
             kv_sharding = jax.sharding.SingleDeviceSharding(self.device)
         else:
