@@ -39,7 +39,8 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default="float32",
         choices=list(DTYPES),
-        help="weights, activations and KV; int8: int8 weights (per-channel scales), float32 activations and KV; "
+        help="weights, activations and KV; int8: int8 weights (per-channel scales), float32 activations and KV "
+        "(on a CPU through a C++ kernel where a compiler is found); "
         "w8a8: int8 weights and int8 activations (per row) in every matmul, float32 KV",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init presets and of unseeded sampling")
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=1, help="runs per point (the median is kept)")
     bench.add_argument(
         "--dtypes",
-        default="float32,w8a8",
+        default="float32,int8,w8a8",
         help=f"the engine's weight formats, each run on its own ({', '.join(DTYPES)})",
     )
     bench.add_argument(

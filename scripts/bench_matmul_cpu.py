@@ -1,4 +1,5 @@
-"""The weight matmuls of one SmolLM2-135M decode step: float32 (separate or fused projections), int8 weights, w8a8.
+"""The weight matmuls of one SmolLM2-135M decode step: float32 (separate or fused projections), int8 weights
+(XLA, or the C++ kernel), w8a8.
 
 Each variant is one jitted chain of the step's matmuls over 30 layers (q/k/v, o, gate/up, down) and the tied
 output layer, with the model's own ``quantize.matmul`` / ``matmul_rows`` and random weights of the real shapes.
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lamps_jax.model.quantize import W8A8Weight, matmul, matmul_rows, quantize
+from lamps_jax.model import packed_int8
+from lamps_jax.model.quantize import PackedInt8Weight, W8A8Weight, matmul, matmul_rows, quantize
 
 VOCAB, D, F, LAYERS, HEADS, KV_HEADS, HEAD_DIM = 49152, 576, 1536, 30, 9, 3, 64
 Q, KV = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
@@ -48,8 +50,8 @@ def random_weights(rng: np.random.Generator) -> dict:
 
 
 def variants(weights: dict) -> dict[str, dict]:
-    """Weight pytrees of each variant: separate f32, fused f32, fused int8 (f32 or int8 output layer), fused w8a8
-    (int8 weights and activations, int8 output layer)."""
+    """Weight pytrees of each variant: separate f32, fused f32, fused int8 (f32 or int8 output layer), fused int8
+    packed for the C++ kernel (where it builds), fused w8a8 (int8 weights and activations, int8 output layer)."""
     fused = [
         {
             "wqkv": np.concatenate([w["wq"], w["wk"], w["wv"]], axis=1),
@@ -62,13 +64,17 @@ def variants(weights: dict) -> dict[str, dict]:
     int8 = [{name: quantize(w, 0) for name, w in layer.items()} for layer in fused]
     w8a8 = [{name: W8A8Weight(*w) for name, w in layer.items()} for layer in int8]
     embed = jnp.asarray(weights["embed"])
-    return {
+    out = {
         "f32 separate": {"layers": jax.tree.map(jnp.asarray, weights["layers"]), "embed": embed},
         "f32 fused": {"layers": jax.tree.map(jnp.asarray, fused), "embed": embed},
         "int8 fused, f32 output layer": {"layers": int8, "embed": embed},
         "int8 fused, int8 output layer": {"layers": int8, "embed": quantize(weights["embed"], 1)},
         "w8a8 fused, w8a8 output layer": {"layers": w8a8, "embed": W8A8Weight(*quantize(weights["embed"], 1))},
     }
+    if packed_int8.kernel_unavailable() is None:
+        packed = packed_int8.pack_params({"layers": int8, "embed": quantize(weights["embed"], 1)}, True)
+        out["int8 fused, int8 output layer, C++ kernel"] = {"layers": packed["layers"], "embed": packed["lm_head"]}
+    return out
 
 
 def decode_matmuls(params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -88,6 +94,8 @@ def decode_matmuls(params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         else:
             gate, up = matmul(x, layer["w_gate"]), matmul(x, layer["w_up"])
         x = x + matmul(jax.nn.silu(gate) * up, layer["w_down"])
+    if isinstance(params["embed"], PackedInt8Weight):  # the tied output layer, packed as [D, V]
+        return matmul(x, params["embed"]), checksum
     return matmul_rows(x, params["embed"]), checksum
 
 

@@ -58,7 +58,7 @@ MIN_MODEL_LEN = 512  # the engine's context limit: this, or the longest prompt p
 PAGE_SIZE = 16
 MAX_PROMPTS = 1024
 PEERS = ("hf", "llama_cpp")
-ENGINE_DTYPES = ("float32", "w8a8")  # the engine's reference weights, and its fastest on CPU
+ENGINE_DTYPES = ("float32", "int8", "w8a8")  # the reference, int8 weights (CPU kernel), int8 weights and activations
 PEER_TIMEOUT_S = 3 * 3600
 
 

@@ -50,9 +50,9 @@ def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel
     per-output-channel scales (``quantize.quantize_params``), float32 activations and KV pages, or "w8a8":
     the same int8 weights, and every matmul's activations quantized to int8 per row (KV stays float32).
 
-    int8 holds a quarter of the weight bytes, but on XLA CPU its steps are several times slower than
-    float32: XLA converts every int8 weight into a float32 copy per step instead of inside the dot.
-    w8a8's int8 x int8 dots run natively: faster than float32 from a few rows up.
+    int8 holds a quarter of the weight bytes. On a CPU the runner repacks it for a C++ kernel that converts
+    the weights inside its loop (``packed_int8.py``); XLA alone converts every int8 weight into a float32 copy
+    per step, several times slower than float32. w8a8's int8 x int8 dots run natively in XLA.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
