@@ -3,9 +3,10 @@
 Each run is a fresh process (``lamps-jax generate --model M --prompt hello --max-tokens 8 --warmup W``) timed from
 its launch: "ready" is when it prints that the engine can serve (all imports, the model load and the first step
 buckets included), "answered" when its answer is printed, "exit" when the process has ended (a background warm-up
-is stopped first; a compile already running finishes and is stored). A cold run empties the executable store first
-and keeps the converted model (a code or jax upgrade); ``--cold-model`` also drops the converted model (a first
-install). Runs alternate between the modes, so a busy machine slows all of them alike; each cell is a median.
+is stopped first; a compile already running finishes and is stored). A cold run empties the executable store and
+the built CPU kernels first and keeps the converted model (a code or jax upgrade); ``--cold-model`` also drops the
+converted model (a first install). Runs alternate between the modes, so a busy machine slows all of them alike; each
+cell is a median.
 
 python scripts/bench_startup.py --repeats 3 --output docs/results/engine_speed/startup
 """
@@ -68,6 +69,7 @@ def main() -> None:
                 for warmup in ("background", "full"):
                     if store == "cold":
                         shutil.rmtree(cache / "executables", ignore_errors=True)
+                        shutil.rmtree(cache / "kernels", ignore_errors=True)
                         if args.cold_model:
                             shutil.rmtree(cache / "models", ignore_errors=True)
                     else:
