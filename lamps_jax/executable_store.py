@@ -43,7 +43,7 @@ KEEP_VERSIONS = 2  # source versions whose executables stay on disk (the current
 def source_fingerprint() -> str:
     """A hash of every Python and C++ file of the package: any code change makes every key new."""
     digest = hashlib.sha256()
-    for path in sorted([*PACKAGE_DIR.rglob("*.py"), *PACKAGE_DIR.rglob("*.cc")]):
+    for path in sorted(p for pattern in ("*.py", "*.cc", "*.h") for p in PACKAGE_DIR.rglob(pattern)):
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

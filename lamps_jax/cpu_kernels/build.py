@@ -47,11 +47,11 @@ def _compiler_version(compiler: str) -> str:
 
 def _flags(include_dir: str) -> list[str]:
     arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
-    return ["-O3", *arch, "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include_dir}"]
+    return ["-O3", *arch, "-std=c++17", "-shared", "-fPIC", "-w", f"-I{include_dir}", f"-I{SOURCE_DIR}"]
 
 
 def _library_path(name: str, compiler: str, flags: list[str]) -> Path:
-    source = (SOURCE_DIR / f"{name}.cc").read_bytes()
+    source = b"".join(path.read_bytes() for path in [SOURCE_DIR / f"{name}.cc", *sorted(SOURCE_DIR.glob("*.h"))])
     key = hashlib.sha256(
         b"\0".join(
             [

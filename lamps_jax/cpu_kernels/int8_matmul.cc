@@ -5,14 +5,12 @@
 // The weight comes packed as [N / 64, K, 64] (packed_int8.py): the 64 output columns of a block lie
 // together for every k, so a block streams from memory in order. A block's columns are padded to 64
 // with zeros; the scale is not padded (N is its length). Work is split by blocks over XLA's intra-op
-// thread pool; the calling thread takes blocks too, so it never waits on a pool that is busy.
+// thread pool (parallel_for.h).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
 #define LAMPS_AVX512 1
@@ -107,11 +105,6 @@ void run_block(const float* x, const int8_t* w, const float* scale, float* y, in
   }
 }
 
-struct Progress {
-  std::atomic<int64_t> next{0};  // the next chunk to take
-  std::atomic<int64_t> done{0};  // chunks finished
-};
-
 ffi::Error Int8Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S8> w,
                       ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> y) {
   auto dims = w.dimensions();
@@ -126,19 +119,10 @@ ffi::Error Int8Matmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   const int8_t* wp = w.typed_data();
   const float* sp = scale.typed_data();
   float* yp = y->typed_data();
-  int64_t chunks = std::min(blocks, std::max<int64_t>(1, pool.num_threads()));
-  auto progress = std::make_shared<Progress>();
-  auto work = [=]() {
+  lamps_jax::parallel_for(pool, blocks, [=](int64_t first, int64_t last) {
     std::vector<float> converted;
-    for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
-      for (int64_t b = blocks * c / chunks; b < blocks * (c + 1) / chunks; ++b)
-        run_block(xp, wp, sp, yp, M, K, N, b, converted);
-      progress->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < chunks; ++t) pool.Schedule([work]() { work(); });
-  work();
-  while (progress->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+    for (int64_t b = first; b < last; ++b) run_block(xp, wp, sp, yp, M, K, N, b, converted);
+  });
   return ffi::Error::Success();
 }
 

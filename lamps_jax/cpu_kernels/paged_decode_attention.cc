@@ -5,16 +5,14 @@
 //
 // q [R, N, H] (already scaled), k_pages / v_pages [K, P, S, H], page_table [R, W], limit [R] (KV tokens the row
 // sees) -> out [R, N, H]. The N = K * G query heads of kv head k are k * G .. k * G + G - 1. A row that sees no
-// token gets zeros. Work items are (row, kv head) pairs, split over XLA's intra-op thread pool.
+// token gets zeros. Work items are (row, kv head) pairs, split over XLA's intra-op thread pool (parallel_for.h).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "parallel_for.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -79,11 +77,6 @@ void attend(const Shapes& s, const float* q, const float* k_pages, const float* 
   }
 }
 
-struct Progress {
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-};
-
 ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k_pages,
                                 ffi::Buffer<ffi::F32> v_pages, ffi::Buffer<ffi::S32> page_table,
                                 ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::F32> out) {
@@ -103,22 +96,13 @@ ffi::Error PagedDecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, f
       if (table[r * s.width + p] < 0 || table[r * s.width + p] >= s.pages)
         return ffi::Error::InvalidArgument("page id out of range");
   }
-  const int64_t items = s.rows * s.kv_heads;
-  const int64_t chunks = std::min(items, std::max<int64_t>(1, pool.num_threads()));
   const float *qp = q.typed_data(), *kp = k_pages.typed_data(), *vp = v_pages.typed_data();
   float* op = out->typed_data();
-  auto progress = std::make_shared<Progress>();
-  auto work = [=]() {
+  lamps_jax::parallel_for(pool, s.rows * s.kv_heads, [=](int64_t first, int64_t last) {
     std::vector<float> scratch(s.group * (s.head_dim + s.page_size));
-    for (int64_t c; (c = progress->next.fetch_add(1)) < chunks;) {
-      for (int64_t i = items * c / chunks; i < items * (c + 1) / chunks; ++i)
-        attend(s, qp, kp, vp, table, lim[i / s.kv_heads], i / s.kv_heads, i % s.kv_heads, op, scratch.data());
-      progress->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t t = 1; t < chunks; ++t) pool.Schedule([work]() { work(); });
-  work();
-  while (progress->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+    for (int64_t i = first; i < last; ++i)
+      attend(s, qp, kp, vp, table, lim[i / s.kv_heads], i / s.kv_heads, i % s.kv_heads, op, scratch.data());
+  });
   return ffi::Error::Success();
 }
 
