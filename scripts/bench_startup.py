@@ -91,7 +91,8 @@ def main() -> None:
     setting = (
         f"model {args.model}, `lamps-jax generate --prompt hello --max-tokens 8` with the CLI's engine defaults, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, medians of {args.repeats}; cold: "
-        f"{'executable store and converted model' if args.cold_model else 'executable store'} emptied first"
+        f"executable store{', built CPU kernels and converted model' if args.cold_model else ' and built CPU kernels'} "
+        "emptied first"
     )
     lines = [
         f"Seconds from launch ({setting}).",
