@@ -186,14 +186,17 @@ def _perplexity(logits: np.ndarray, ids: list[int]) -> float:
 
 
 # Bounds per dtype: perplexity ratio, max |logit diff| over the logit scale, next-token argmax agreement.
-SMOLLM2_BOUNDS = {"int8": (0.03, 0.15, 0.9), "w8a8": (0.10, 0.60, 0.75)}
+SMOLLM2_BOUNDS = {"bfloat16": (0.02, 0.10, 0.93), "int8": (0.03, 0.15, 0.9), "w8a8": (0.10, 0.60, 0.75)}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["int8", "w8a8"])
-def test_smollm2_int8_tracks_float32(dtype: str) -> None:
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8", "w8a8"])
+def test_smollm2_reduced_precision_tracks_float32(dtype: str) -> None:
     """SmolLM2-135M: logits differ by a fraction of their scale, the perplexity of a fixed text moves a little, and
     (int8) greedy tokens agree over a few prompts.
+
+    bfloat16 (weights, activations and KV), measured: max |logit diff| 1.2 on a logit scale of 35.9, perplexity
+    12.88 -> 12.93 (+0.4%), 97% of next-token argmaxes equal: bfloat16 keeps ~3 significant digits per value.
 
     int8, measured: max |logit diff| 3.1 on a logit scale of 35.9 (8.7%, the worst of ~15M logits: 30 layers of
     per-channel rounding, and the int8 output layer over 49k rows), perplexity 12.88 -> 12.91 (+0.2%), 94% of
