@@ -113,6 +113,7 @@ def test_a_failed_build_says_why_and_int8_stays_on_xlas_path(tmp_path, monkeypat
         build._built.cache_clear()  # the next caller finds the real build again
 
 
+@needs_kernel
 def test_the_library_is_named_by_its_source(tmp_path, monkeypatch) -> None:
     """A changed kernel source builds a new library instead of loading the old one."""
     compiler = build._compiler()
