@@ -97,7 +97,8 @@ def _load(name: str, symbol: str, target_name: str) -> None:
 def _built(name: str, symbol: str, target_name: str) -> str | None:
     try:
         _load(name, symbol, target_name)
-    except (KernelUnavailable, OSError, subprocess.SubprocessError) as error:
+    # AttributeError: the library lacks the handler's symbol
+    except (KernelUnavailable, OSError, AttributeError, subprocess.SubprocessError) as error:
         return str(error)
     return None
 
