@@ -52,6 +52,13 @@ void attend(const Shapes& s, const float* q, const float* k_pages, const float* 
     const int64_t tokens = std::min<int64_t>(S, limit - p * S);
     const float* k = k_pages + ((kv_head * s.pages + page) * S) * H;
     const float* v = v_pages + ((kv_head * s.pages + page) * S) * H;
+    if (p + 1 < num_pages) {  // the next page is elsewhere in memory: start fetching it now
+      const int64_t next = ((kv_head * s.pages + page_table[row * s.width + p + 1]) * S) * H;
+      for (int64_t i = 0; i < S * H; i += 16) {
+        __builtin_prefetch(k_pages + next + i);
+        __builtin_prefetch(v_pages + next + i);
+      }
+    }
     for (int64_t g = 0; g < G; ++g) {
       float* sg = scores + g * S;
       float page_max = -std::numeric_limits<float>::infinity();
