@@ -6,7 +6,8 @@ output update, building the padded arrays, and dispatching the call. This runs S
 sizes (prompts prefilled first, then only decode steps timed) and splits each step's wall time into:
 
 - arrays: building the call's padded numpy arrays (`JaxRunner._pad_arrays`);
-- dispatch: the executable call until it returns (JAX dispatches asynchronously; this is argument handling);
+- dispatch: the executable call until it returns (JAX dispatches asynchronously: what is done before it returns,
+  argument handling and the donated KV pages among it);
 - device wait: from then until the sampled tokens are on the host (the step's compute, less what dispatch overlapped);
 - engine: the rest of `LLMEngine.step` (scheduling, appending tokens, outputs).
 
