@@ -112,9 +112,8 @@ def _int8_dot(x: jax.Array, values: jax.Array, contracted_axis: int) -> jax.Arra
 def _packed_matmul(x: jax.Array, w: PackedInt8Weight) -> jax.Array:
     """Through the CPU kernel (registered by ``packed_int8.kernel_unavailable``), in float32."""
     out_type = jax.ShapeDtypeStruct((*x.shape[:-1], w.scale.shape[0]), jnp.float32)
-    return jax.ffi.ffi_call(cpu_kernels.INT8_MATMUL.target, out_type)(x.astype(jnp.float32), w.blocks, w.scale).astype(
-        x.dtype
-    )
+    out = jax.ffi.ffi_call(cpu_kernels.INT8_MATMUL.target, out_type)(x.astype(jnp.float32), w.blocks, w.scale)
+    return out.astype(x.dtype)
 
 
 def matmul(x: jax.Array, w: Weight) -> jax.Array:

@@ -31,6 +31,8 @@ P pages, S page size, I items per step, T tokens per item.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -171,3 +173,6 @@ def paged_attention(
     out = acc / jnp.maximum(denom, 1e-30)[..., None]  # rows with no context: 0
     out = out.reshape(num_kv_heads, num_rows, num_q, group, head_dim).transpose(1, 2, 0, 3, 4)
     return out.reshape(num_rows, num_q, num_heads, head_dim).astype(q.dtype)
+
+
+paged_attention_jnp = functools.partial(paged_attention, decode_kernel=False)  # no C++ kernel: any device

@@ -7,8 +7,8 @@ page 0 the padding page that padded page-table slots and padding tokens point at
 (``tpu/paged_attention.py``) on TPU, the Triton kernel (``gpu/paged_attention.py``) on GPU, and on
 CPU that Triton kernel run by the Pallas interpreter, unsplit: slow, for end-to-end checks.
 ``cpu`` is ``cpu_attention.py``: jnp, laid out for XLA's CPU backend, walking only the pages each
-row's context uses. ``auto`` picks ``pallas`` on TPU/GPU and ``cpu`` elsewhere (CPU); ``reference``
-stays selectable as the oracle.
+row's context uses (decode rows through its C++ kernel on a CPU device). ``auto`` picks ``pallas`` on
+TPU/GPU and ``cpu`` elsewhere (CPU); ``reference`` stays selectable as the oracle.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def paged_attention_fn(impl: str, backend: str | None = None) -> Callable:
     backend = backend or jax.default_backend()
     if impl == "reference":
         return reference.paged_attention
-    if impl == "cpu":
-        return cpu_attention.paged_attention
+    if impl == "cpu":  # its C++ decode kernel exists for CPU devices only
+        return cpu_attention.paged_attention if backend == "cpu" else cpu_attention.paged_attention_jnp
     if impl == "pallas" and backend == "tpu":
         return tpu_kernel.paged_attention
     if impl == "pallas" and backend in GPU_BACKENDS:

@@ -208,6 +208,7 @@ def test_dispatch_and_config() -> None:
     assert resolve_attention_impl("auto", "tpu") == "pallas"
     assert resolve_attention_impl("reference", "cpu") == "reference"  # the oracle stays selectable
     assert paged_attention_fn("cpu", "cpu") is cpu_attention.paged_attention
+    assert paged_attention_fn("cpu", "gpu") is cpu_attention.paged_attention_jnp  # the C++ kernel is CPU-only
     assert EngineConfig(attention_impl="cpu").attention_impl == "cpu"
 
 
