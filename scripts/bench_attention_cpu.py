@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lamps_jax import cpu_kernels
+from lamps_jax.bench.report import print_table
 from lamps_jax.pallas_kernels import cpu_attention, reference
 
 NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 9, 3, 64  # SmolLM2-135M
@@ -121,11 +122,7 @@ def main() -> None:
             f"{ms['reference'] / ms['cpu']:.2f}x | {diff:.1e} |"
         )
         print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.output:
-        args.output.write_text(table + "\n")
-        print(f"\nwrote {args.output}")
+    print_table(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import jax
 
 from lamps_jax.bench.decode_throughput import _build_engine, prompt_token_ids
+from lamps_jax.bench.report import print_table
 from lamps_jax.model.registry import load_model
 from lamps_jax.request import SamplingParams
 
@@ -95,11 +96,7 @@ def main() -> None:
             f"{ms['engine']:.2f} | {100 * host / ms['step']:.0f}% |"
         )
         print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.output:
-        args.output.write_text(table + "\n")
-        print(f"\nwrote {args.output}")
+    print_table(lines, args.output)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,15 @@ def row_line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def print_table(lines: list[str], output: Path | None) -> None:
+    """Prints a captioned Markdown table (its lines); with ``output`` also writes it there and says where."""
+    table = "\n".join(lines)
+    print("\n" + table)
+    if output:
+        output.write_text(table + "\n")
+        print(f"\nwrote {output}")
+
+
 def markdown_table(rows: list[dict]) -> str:
     """Table 1: per point and policy, every metric as mean ± 95% CI half-width over seeds (the mean alone for one)."""
     rows = aggregate_seeds(rows)
