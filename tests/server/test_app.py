@@ -1,139 +1,33 @@
-"""The OpenAI-compatible server through the official ``openai`` client, on the tiny model, in this process.
+"""The OpenAI-compatible server through the official ``openai`` client, on the tiny model, in this process:
+models, health, completions and chat (whole and streamed), token ids, stop strings, bad requests, overload,
+concurrency, disconnects, metrics and prefix reuse (tool calls: test_app_tools.py).
 
-One server (uvicorn on a thread, a free 127.0.0.1 port) serves every test of the module. Its engine is real, but
-a test can script what the next requests write (``ScriptedAsyncLLM.script``): a tool call the random tiny model
-would never write, or a long simulated API call that keeps a request in flight while its client goes away. The
-tiny byte tokenizer has a chat template (roles as ``<|role|>`` lines) that renders no tools, so chat runs on the
-tiny model (SmolLM2's own template: test_launch.py).
+One server (uvicorn on a thread, a free 127.0.0.1 port; ``served_app.py``, fixtures in ``conftest.py``) serves every
+test of the module. The tiny byte tokenizer has a chat template (roles as ``<|role|>`` lines) that renders no tools,
+so chat runs on the tiny model (SmolLM2's own template: test_launch.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
 
-from lamps_jax.async_llm import AsyncLLM
-from lamps_jax.engine import LLMEngine
-from lamps_jax.request import ApiCall, Segment
-from lamps_jax.server.app import build_app
-from lamps_jax.server.errors import ApiError
-from lamps_jax.server.protocol import ChatCompletionRequest
-from lamps_jax.server.server_tools import BUILTIN_TOOLS, ServerTool
-from lamps_jax.server.tool_choice import plan_tools
-from lamps_jax.server.tool_parsers import get_tool_parser
-from tests.conftest import small_engine_config
-from tests.server.harness import running, wait_for
-
-MODEL = "tiny"
-MAX_MODEL_LEN = 512
-GREEDY = {"temperature": 0.0, "extra_body": {"ignore_eos": True}}
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-        },
-    }
-]
-TOOL_CALL_TEXT = 'Let me look.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-
-
-def long_call(tokenizer) -> tuple[Segment, ...]:
-    """A script that writes "ok", then waits for a minute-long API call."""
-    tokens = tuple(tokenizer.encode("ok", add_special_tokens=False))
-    return Segment(len(tokens), ApiCall("slow", duration=60.0), token_ids=tokens), Segment(1)
-
-
-class ScriptedAsyncLLM(AsyncLLM):
-    """The real engine loop; while ``script`` is set, requests follow it instead of sampling: a text (its tokens
-    are prescribed) or segments (``Segment``: prescribed lengths and simulated API calls)."""
-
-    script: str | tuple[Segment, ...] | None = None
-
-    def generate(self, prompt, sampling_params=None, req_id=None, segments=(), session_id=None, tool_use=None):
-        if isinstance(self.script, str):
-            tokens = tuple(self.engine.tokenizer.encode(self.script, add_special_tokens=False))
-            segments = (Segment(len(tokens), token_ids=tokens),)
-        elif self.script is not None:
-            segments = self.script
-        return super().generate(prompt, sampling_params, req_id, segments, session_id, tool_use)
-
-
-@dataclasses.dataclass
-class Served:
-    url: str
-    llm: ScriptedAsyncLLM
-
-    @property
-    def engine(self) -> LLMEngine:
-        return self.llm.engine
-
-    def metric(self, name: str, labels: str = "") -> float:
-        """A sample's value on /metrics (0 when absent), e.g. ``metric("lamps_jax_computed_tokens_total",
-        'position="prompt"')``."""
-        text = httpx.get(f"{self.url}/metrics").text
-        pattern = rf"^{re.escape(name)}{re.escape('{' + labels + '}') if labels else ''} (\S+)$"
-        match = re.search(pattern, text, flags=re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
-
-    def wait_until_idle(self) -> None:
-        """Until no request is in the engine (not waiting, running, paused); parked sessions may stay."""
-        wait_for(lambda: not self.engine.scheduler.requests and not self.llm.num_waiting)
-
-    def pages_outside_sessions(self) -> int:
-        """Device pages in use that no parked session holds (read while the engine is idle)."""
-        pool = self.engine.page_pool
-        parked = sum(len(p.page_ids) for p in self.engine.scheduler.parked.values())
-        return pool.num_usable - pool.num_free - parked
-
-
-API_TIMEOUT = 5.0  # seconds before a tool call (or a simulated API call) counts as timed out
-
-
-def failing_tool(reason: str) -> str:
-    """Always fails."""
-    raise RuntimeError(reason)
-
-
-def hanging_tool() -> str:
-    """Never answers in time."""
-    time.sleep(10 * API_TIMEOUT)
-    return "too late"
-
-
-SERVER_TOOLS = BUILTIN_TOOLS | {fn.__name__: ServerTool.from_function(fn) for fn in (failing_tool, hanging_tool)}
-
-
-@pytest.fixture(scope="module")
-def served(tiny_model) -> Iterator[Served]:
-    config = small_engine_config(max_num_seqs=8, token_budget=16, max_model_len=MAX_MODEL_LEN, query_block=16)
-    config = dataclasses.replace(
-        config,
-        api_timeout=API_TIMEOUT,
-        scheduler=dataclasses.replace(config.scheduler, enable_prefix_caching=True),
-    )
-    llm = ScriptedAsyncLLM(LLMEngine(tiny_model, config), max_waiting=64)
-    with running(build_app(llm, MODEL, tool_call_parser="hermes", server_tools=SERVER_TOOLS)) as url:
-        yield Served(url, llm)
-    pool = llm.engine.page_pool
-    assert pool.num_free == pool.num_usable  # the lifespan shut the engine down: parked sessions released
-
-
-@pytest.fixture
-def client(served: Served) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0, timeout=60) as client:
-        yield client
-    served.llm.script = None
+from tests.server.harness import wait_for
+from tests.server.served_app import (
+    GREEDY,
+    MAX_MODEL_LEN,
+    MODEL,
+    TOOLS,
+    Served,
+    chat_body,
+    long_call,
+    tool_with_parameters,
+    weather_call,
+)
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
@@ -218,18 +112,6 @@ def test_without_a_session_id_nothing_is_parked(served: Served, client: openai.O
     parked = served.metric("lamps_jax_sessions_parked")
     client.completions.create(model=MODEL, prompt="no session", max_tokens=3, **GREEDY)
     assert served.metric("lamps_jax_sessions_parked") == parked
-
-
-def chat_body(**fields) -> dict:
-    return {"model": MODEL, "messages": [{"role": "user", "content": "x"}]} | fields
-
-
-def tool_with_parameters(parameters: dict) -> dict:
-    return {"type": "function", "function": {"name": "f", "parameters": parameters}}
-
-
-def weather_call(call_id: str) -> dict:
-    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
 
 
 BAD_REQUESTS = {  # name: (path, body, status, code, param)
@@ -358,67 +240,6 @@ def test_an_overloaded_engine_answers_503_then_serves_again(served: Served, clie
     assert client.completions.create(model=MODEL, prompt="ok", max_tokens=2, **GREEDY).usage.completion_tokens == 2
 
 
-def test_a_tool_call_comes_back_as_tool_calls_whole_and_streamed(served: Served, client: openai.OpenAI) -> None:
-    served.llm.script = TOOL_CALL_TEXT
-    messages = [{"role": "user", "content": "Weather in Paris?"}]
-    whole = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS)
-    choice = whole.choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me look."
-    (call,) = choice.message.tool_calls
-    assert (call.type, call.function.name, json.loads(call.function.arguments)) == (
-        "function",
-        "get_weather",
-        {"city": "Paris"},
-    )
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Let me look."
-    calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
-    assert calls[0].id.startswith("call_") and calls[0].function.name == "get_weather"
-    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris"}
-    assert {tc.index for tc in calls} == {0} and chunks[-1].choices[0].finish_reason == "tool_calls"
-    none = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, tool_choice="none")
-    assert none.choices[0].message.content == TOOL_CALL_TEXT and none.choices[0].message.tool_calls is None
-
-
-def test_tools_need_a_tool_call_parser_unless_tool_choice_is_none() -> None:
-    request = ChatCompletionRequest(model=MODEL, messages=[{"role": "user", "content": "x"}], tools=TOOLS)
-    with pytest.raises(ApiError) as raised:
-        plan_tools(request, None, {})  # a server started without --tool-call-parser
-    assert (raised.value.status, raised.value.code, raised.value.param) == (400, "tool_parser_not_configured", "tools")
-    assert plan_tools(request.model_copy(update={"tool_choice": "none"}), None, {}).parser is None
-    hermes = get_tool_parser("hermes")
-    assert plan_tools(request, hermes, SERVER_TOOLS).forced_opening == ""
-    required = plan_tools(request.model_copy(update={"tool_choice": "required"}), hermes, {})
-    assert required.forced_opening == '<tool_call>\n{"name": "'
-    assert required.template_tools == TOOLS
-
-
-def test_a_client_side_tool_round_trip_resumes_the_session_and_prefills_only_the_appended_tokens(
-    served: Served, client: openai.OpenAI
-) -> None:
-    served.llm.script = TOOL_CALL_TEXT
-    session = {"session_id": "weather-1"}
-    messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, extra_body=session)
-    (call,) = first.choices[0].message.tool_calls
-    served.llm.script = None
-    messages += [
-        {"role": "assistant", "content": TOOL_CALL_TEXT, "tool_calls": [call.model_dump()]},  # what the model wrote
-        {"role": "tool", "tool_call_id": call.id, "content": "18 C, sunny"},
-    ]
-    prefilled = served.metric("lamps_jax_computed_tokens_total", 'position="prompt"')
-    resumed = served.metric("lamps_jax_session_turns_total", 'prompt_kv="reused"')
-    second = client.chat.completions.create(
-        model=MODEL, messages=messages, max_tokens=4, temperature=0.0, extra_body=session | {"ignore_eos": True}
-    )
-    history = first.usage.prompt_tokens + first.usage.completion_tokens  # turn 1's tokens, parked for the session
-    appended = second.usage.prompt_tokens - history
-    assert appended == len("\n<|tool|>18 C, sunny\n<|assistant|>")
-    # turn 1's last token was sampled but never computed: it is prefilled with the appended ones
-    assert served.metric("lamps_jax_computed_tokens_total", 'position="prompt"') - prefilled == appended + 1
-    assert served.metric("lamps_jax_session_turns_total", 'prompt_kv="reused"') == resumed + 1
-
-
 def test_32_concurrent_clients_all_get_complete_answers(client: openai.OpenAI) -> None:
     def ask(index: int) -> tuple[str | None, int]:
         """Half stream; the last chunk of a stream carries its usage."""
@@ -480,105 +301,6 @@ def test_metrics_expose_the_engine_state_and_latencies(served: Served) -> None:
     assert served.metric("lamps_jax_inter_token_latency_seconds_count") > 0
     all_buckets = served.metric("lamps_jax_step_buckets", 'state="all"')
     assert all_buckets > 0 and served.metric("lamps_jax_step_buckets", 'state="ready"') == all_buckets
-
-
-CALC_SCRIPT = (
-    'Let me compute.<tool_call>{"name": "calculator", "arguments": {"expression": "6 * 7"}}</tool_call>It is 42.'
-)
-
-
-def test_a_server_side_tool_runs_inside_the_request_and_the_model_reads_its_answer(
-    served: Served, client: openai.OpenAI
-) -> None:
-    served.llm.script = CALC_SCRIPT
-    messages = [{"role": "user", "content": "What is 6 * 7?"}]
-    whole = client.chat.completions.create(model=MODEL, messages=messages)
-    choice = whole.choices[0]
-    assert (choice.message.content, choice.finish_reason, choice.message.tool_calls) == (
-        "Let me compute.It is 42.",
-        "stop",
-        None,
-    )
-    (call,) = choice.message.model_extra["server_tool_calls"]
-    assert call["function"] == {"name": "calculator", "arguments": '{"expression": "6 * 7"}'}
-    assert (call["status"], call["output"], call["error"], call["kv_strategy"]) == ("ok", "42", None, "preserve")
-    # the answer went into the context as the chat template writes a tool message, and the model went on after it
-    tool_turn = "\n<|tool|>42\n<|assistant|>"
-    written = len(CALC_SCRIPT)
-    assert (whole.usage.completion_tokens, whole.usage.prompt_tokens) == (
-        written,
-        len("<|user|>What is 6 * 7?\n<|assistant|>") + len(tool_turn),
-    )
-    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Let me compute.It is 42."
-    assert not any(c.choices[0].delta.tool_calls for c in chunks)
-    last = chunks[-1].choices[0]
-    assert last.finish_reason == "stop" and last.delta.model_extra["server_tool_calls"][0]["output"] == "42"
-
-
-@pytest.mark.parametrize(
-    ("tool", "arguments", "status", "error"),
-    [
-        ("failing_tool", {"reason": "no network"}, "error", "tool 'failing_tool' raised RuntimeError: no network"),
-        ("hanging_tool", {}, "timeout", f"tool 'hanging_tool' timed out after {API_TIMEOUT} s"),
-        ("calculator", {"expression": "1 +"}, "error", "not an arithmetic expression"),
-        ("calculator", {"expr": "1"}, "error", "invalid arguments: expression: Missing required argument"),
-    ],
-)
-def test_a_tool_that_fails_or_hangs_is_an_answer_the_model_reads_not_a_server_error(
-    served: Served, client: openai.OpenAI, tool: str, arguments: dict, status: str, error: str
-) -> None:
-    call = json.dumps({"name": tool, "arguments": arguments})
-    served.llm.script = f"<tool_call>{call}</tool_call>Sorry."
-    answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}])
-    choice = answer.choices[0]
-    assert (choice.message.content, choice.finish_reason) == ("Sorry.", "stop")
-    (record,) = choice.message.model_extra["server_tool_calls"]
-    assert record["status"] == status and error in record["error"] and record["output"] == f"error: {record['error']}"
-
-
-def test_server_tools_can_be_left_out_and_a_client_call_still_comes_back(served: Served, client: openai.OpenAI) -> None:
-    served.llm.script = CALC_SCRIPT
-    messages = [{"role": "user", "content": "What is 6 * 7?"}]
-    answer = client.chat.completions.create(model=MODEL, messages=messages, extra_body={"server_tools": []})
-    assert answer.choices[0].message.content == CALC_SCRIPT  # no tools at all: plain text
-    served.llm.script = (
-        'Checking.<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>'
-        '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
-    )
-    both = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS).choices[0]
-    assert both.finish_reason == "tool_calls" and both.message.content == "Checking."
-    assert [c.function.name for c in both.message.tool_calls] == ["get_weather"]
-    assert [c["output"] for c in both.message.model_extra["server_tool_calls"]] == ["2"]
-
-
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_named_or_required_tool_choice_makes_the_output_a_call(
-    served: Served, client: openai.OpenAI, stream: bool
-) -> None:
-    messages = [{"role": "user", "content": "Weather in Paris?"}]
-
-    def ask(tool_choice) -> tuple[str, dict, str]:
-        answer = client.chat.completions.create(
-            model=MODEL, messages=messages, tools=TOOLS, tool_choice=tool_choice, stream=stream
-        )
-        if not stream:
-            (call,) = answer.choices[0].message.tool_calls
-            return call.function.name, json.loads(call.function.arguments), answer.choices[0].finish_reason
-        chunks = list(answer)
-        calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
-        arguments = json.loads("".join(tc.function.arguments or "" for tc in calls))
-        return calls[0].function.name, arguments, chunks[-1].choices[0].finish_reason
-
-    served.llm.script = '{"city": "Paris"}}</tool_call>'  # the model continues the forced opening
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    assert ask(named) == ("get_weather", {"city": "Paris"}, "tool_calls")
-    served.llm.script = 'get_weather", "arguments": {"city": "Paris"}}</tool_call>'
-    assert ask("required") == ("get_weather", {"city": "Paris"}, "tool_calls")
-    served.llm.script = 'get_time", "arguments": {}}</tool_call>'  # a tool nobody offered: refused, not passed on
-    with pytest.raises(openai.APIError) as raised:  # streamed: an error event after the headers
-        ask("required")
-    assert raised.value.code == "invalid_tool_call" and "'get_time' is not a known tool" in raised.value.message
 
 
 def test_a_client_without_a_session_id_reuses_the_kv_of_a_shared_prefix(served: Served, client: openai.OpenAI) -> None:
