@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from lamps_jax.bench.bench_serve import run_bench_serve
 from lamps_jax.bench.prompts import QUESTIONS
 from lamps_jax.cli_parser import build_parser
 from lamps_jax.config import CacheConfig, EngineConfig, SchedulerConfig
@@ -329,6 +328,8 @@ def _run(args: argparse.Namespace) -> None:
 
         compare_devices(args.profiles, _device_setting(args), args.jobs, args.output)
     elif args.command == "bench-serve":
+        from lamps_jax.bench.bench_serve import run_bench_serve
+
         run_bench_serve(args)
     elif args.command in length_predictor_commands.COMMANDS:
         length_predictor_commands.run(args)

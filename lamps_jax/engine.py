@@ -58,7 +58,6 @@ class LLMEngine:
     ):
         self.config = config or EngineConfig()
         self.model_config = model.config
-        self.tokenizer = model.tokenizer
         self.clock = clock or WallClock()
         self.max_model_len = self.config.resolve_max_model_len(model.config)
         num_pages = self.config.cache.pages_for(model.config, self.config.tensor_parallel)  # per device
@@ -77,6 +76,7 @@ class LLMEngine:
         )
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup(background=self.config.warmup == "background")
+        self.tokenizer = model.tokenizer  # after the runner: a converted model's tokenizer loads meanwhile on a thread
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
         self.triggers: list[Trigger] = [scripted_trigger, tool_use_trigger]
         if self.config.tool_call_tags:

@@ -1,17 +1,17 @@
 """The serving step's executables, one per (rows, query length) bucket: loaded from the store or compiled.
 
 Buckets are prepared in the order given (the runner puts the one-row bucket of each query length first). A
-bucket stored by an earlier run of the same code loads without tracing or lowering (``executable_store.py``);
-another is lowered on the preparing thread (lowering holds the GIL) and compiled on a small thread pool (XLA
-compiles release it), then stored.
+bucket stored by an earlier run of the same code loads without tracing or lowering (``executable_store.py``), on a
+small thread pool, several side by side (loading releases the GIL); another is lowered on the preparing thread
+(lowering holds the GIL) and compiled on the same pool (XLA compiles release it), then stored.
 
 ``prepare(background=False)`` returns once every bucket is ready. ``prepare(background=True)`` does the work on a
 thread of its own and returns as soon as the first bucket is: the engine serves with what is ready while the others
 come (the runner splits a large batch into calls of the largest bucket ready). On a cold start the leading
 buckets are compiled twice: at XLA's lowest backend optimization level first (about half the compile time, steps
 ~30% slower), then optimized; the optimized executable replaces the quick one when it is done and is the one
-stored. Background loads and lowerings hold the GIL for up to a few seconds each, so the first steps of a
-background start are uneven; the numbers a batch sees may differ in the last bits from bucket to bucket.
+stored. Background lowerings hold the GIL for up to a few seconds each, so the first steps of a cold background
+start are uneven; the numbers a batch sees may differ in the last bits from bucket to bucket.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 
 import jax
 from tqdm.auto import tqdm
@@ -108,8 +108,17 @@ class StepExecutables:
 
     def _prepare(self, shapes: Sequence[Shape], quick: Sequence[Shape]) -> None:
         """``quick``: the leading shapes to compile quickly first; the others wait until those are ready, so
-        that the first compiles have every core."""
+        that the first compiles have every core. Stored buckets load on the pool, side by side and in order
+        (deserializing releases the GIL), while this thread lowers the others."""
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="xla-compile") as pool:
+            loads = {}
+            if self._store:
+                # a background start serves once the first bucket is ready: it loads alone, the rest after it
+                first = pool.submit(self._load, shapes[0], self._key_of(shapes[0]))
+                if quick:
+                    wait([first])
+                loads = {shapes[0]: first} | {s: pool.submit(self._load, s, self._key_of(s)) for s in shapes[1:]}
+                self._compiles += loads.values()
             for index, shape in enumerate(shapes):
                 if index == len(quick) > 0:
                     with self._changed:
@@ -118,18 +127,28 @@ class StepExecutables:
                         )
                 if self._stop.is_set() or self._compile_failed:  # a failed compile is raised below
                     break
-                key = self._key_of(shape) if self._store else None
-                loaded = self._store.load(key) if self._store else None
-                if loaded is not None:
-                    self._set_ready(shape, loaded, done=True)
-                    continue
+                try:
+                    if shape in loads and loads[shape].result():
+                        continue
+                except CancelledError:  # by close()
+                    break
                 lowered = self._lower(shape)
                 if self._stop.is_set():
                     break
+                key = self._key_of(shape) if self._store else None
                 self._compiles.append(pool.submit(self._compile, shape, key, lowered, shape in quick))
         for future in self._compiles:
             with contextlib.suppress(CancelledError):  # dropped by close()
                 future.result()
+
+    def _load(self, shape: Shape, key: str) -> bool:
+        """Loads ``shape``'s stored executable; False when there is none (or it does not load)."""
+        if self._stop.is_set():
+            return False
+        loaded = self._store.load(key)
+        if loaded is not None:
+            self._set_ready(shape, loaded, done=True)
+        return loaded is not None
 
     def _compile(self, shape: Shape, key: str | None, lowered: jax.stages.Lowered, quick: bool) -> None:
         try:

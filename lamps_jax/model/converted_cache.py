@@ -7,6 +7,10 @@ the config as JSON and the tokenizer with ``save_pretrained``. A conversion is n
 size, modification time) and a hash of the code that converts (this module, the GGUF loader, the params layout and
 the config); a change to any of them converts again, and the older conversions of a file of that name are removed,
 so the cache holds one per model.
+
+A conversion read back loads its tokenizer on a thread while the params are read and the engine starts, and comes
+with it as a ``Future``: transformers' import and the tokenizer files are about a second of Python, while reading the
+params and loading the compiled steps mostly release the GIL.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ import json
 import re
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import safetensors.numpy
-from transformers import PreTrainedTokenizerFast
 
 from lamps_jax import config as config_module
 from lamps_jax.config import ModelConfig, RopeScaling
@@ -35,6 +39,7 @@ from lamps_jax.model.llama import Params
 CONVERTING_CODE = (Path(__file__), Path(gguf_loader.__file__), Path(weights.__file__), Path(config_module.__file__))
 PARAMS_FILE = "params.safetensors"
 CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 @functools.cache
@@ -89,13 +94,34 @@ def _config_from_json(text: str) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def _read(folder: Path) -> tuple[ModelConfig, Params, Any] | None:
+def _load_tokenizer(folder: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]) -> Any:
+    """The conversion's tokenizer; one that does not load is converted again, and the conversion dropped (the next
+    start converts everything)."""
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(folder / TOKENIZER_DIR))
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        return convert()[2]
+
+
+def _read(
+    folder: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]
+) -> tuple[ModelConfig, Params, Any] | None:
+    """(config, params, a Future of the tokenizer); None for a conversion cut short or damaged (converted again)."""
+    if not (folder / TOKENIZER_DIR).is_dir():
+        return None
+    loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer-load")
+    tokenizer: Future = loading.submit(_load_tokenizer, folder, convert)
+    loading.shutdown(wait=False)  # its thread ends with the load
     try:
         cfg = _config_from_json((folder / CONFIG_FILE).read_text())
         params = _unflat(safetensors.numpy.load_file(folder / PARAMS_FILE))
-        return cfg, params, PreTrainedTokenizerFast.from_pretrained(str(folder / "tokenizer"))
-    except Exception:  # a conversion cut short or damaged is converted again
+    except Exception:
+        tokenizer.cancel() or tokenizer.exception()  # not left loading beside the conversion
         return None
+    return cfg, params, tokenizer
 
 
 def _write(folder: Path, cfg: ModelConfig, params: Params, tokenizer: Any) -> None:
@@ -108,17 +134,17 @@ def _write(folder: Path, cfg: ModelConfig, params: Params, tokenizer: Any) -> No
     staging.mkdir()
     safetensors.numpy.save_file(_flat(params), staging / PARAMS_FILE)
     (staging / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-    tokenizer.save_pretrained(str(staging / "tokenizer"))
+    tokenizer.save_pretrained(str(staging / TOKENIZER_DIR))
     staging.rename(folder)
 
 
 def load_converted(
     path: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]
 ) -> tuple[ModelConfig, Params, Any]:
-    """(config, float32 params, tokenizer) of the GGUF file ``path``: from the cache, else from ``convert()``, whose
-    result is cached for the next start."""
+    """(config, float32 params, tokenizer) of the GGUF file ``path``: from the cache (the tokenizer as a ``Future``),
+    else from ``convert()``, whose result is cached for the next start."""
     folder = conversion_dir(path)
-    cached = _read(folder) if folder is not None and folder.is_dir() else None
+    cached = _read(folder, convert) if folder is not None and folder.is_dir() else None
     if cached is not None:
         return cached
     cfg, params, tokenizer = convert()

@@ -8,6 +8,7 @@ Any of them loads as float32, bfloat16, or int8 weights (quantized after loading
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,15 @@ from lamps_jax.model.weights import init_params, load_hf_directory
 class LoadedModel:
     config: ModelConfig
     params: Params
-    tokenizer: Any  # a transformers tokenizer, or None for a directory without one
+    # a transformers tokenizer, None for a directory without one, or a Future of either still loading on a thread
+    # (a converted GGUF model's, ``converted_cache.py``): ``tokenizer`` waits for it
+    tokenizer_or_future: Any
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer (once loaded: an error of its loading is raised here)."""
+        pending = self.tokenizer_or_future
+        return pending.result() if isinstance(pending, Future) else pending
 
 
 def _from_gguf(path: Path, dtype: str) -> LoadedModel:
@@ -60,7 +69,7 @@ def load_model(model: str, dtype: str = "float32", seed: int = 0) -> LoadedModel
     if dtype not in QUANTIZED_DTYPES:
         return loaded
     params = quantize_params(loaded.params, activations=dtype == "w8a8")
-    return LoadedModel(loaded.config, params, loaded.tokenizer)
+    return LoadedModel(loaded.config, params, loaded.tokenizer_or_future)
 
 
 def _load(model: str, dtype: str, seed: int) -> LoadedModel:

@@ -1,5 +1,8 @@
 """Tokenizers for every model source, all as transformers fast tokenizers (no torch at run time).
 
+transformers is imported where a tokenizer is made, not with this module: its import takes most of a second, which a
+start spends on a thread of its own while the weights load (``converted_cache.py``).
+
 - Hugging Face directories: their own tokenizer files.
 - GGUF files: rebuilt from metadata (``gguf_loader.tokenizer_from_gguf``).
 - Random-init presets: a byte-level tokenizer whose 256 byte tokens, end-of-text token and
@@ -9,9 +12,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 EOS_TOKEN = "<|endoftext|>"
 _BYTE_CHAT_TEMPLATE = (
@@ -22,6 +28,8 @@ _BYTE_CHAT_TEMPLATE = (
 
 def byte_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     """Byte-level tokenizer with id 0 = end-of-text, ids 1..256 = bytes, the rest reserved."""
+    from transformers import PreTrainedTokenizerFast
+
     if vocab_size < 257:
         raise ValueError(f"a byte tokenizer needs vocab_size >= 257, got {vocab_size}")
     byte_symbols = sorted(pre_tokenizers.ByteLevel.alphabet())

@@ -8,6 +8,7 @@ over its kv-head axis (``model/sharding.py``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -25,6 +26,12 @@ class KVPages:
     def allocate(cls, cfg: ModelConfig, num_pages: int, page_size: int, sharding: jax.sharding.Sharding) -> KVPages:
         """Zeroed pages placed by ``sharding``: a ``SingleDeviceSharding``, or a kv-head split over a mesh."""
         shape = (cfg.num_kv_heads, num_pages, page_size, cfg.head_dim)
-        zeros = jax.jit(lambda: jnp.zeros(shape, jnp.dtype(cfg.dtype)), out_shardings=sharding)
-        # One call per array: no two of them may share a buffer, since all are donated.
-        return cls([zeros() for _ in range(cfg.num_layers)], [zeros() for _ in range(cfg.num_layers)])
+        pages = _zeroed_pages(shape, cfg.dtype, 2 * cfg.num_layers, sharding)()
+        return cls(list(pages[: cfg.num_layers]), list(pages[cfg.num_layers :]))
+
+
+@functools.cache
+def _zeroed_pages(shape: tuple[int, ...], dtype: str, count: int, sharding: jax.sharding.Sharding):
+    """One jitted call making ``count`` zeroed arrays (each its own buffer: all are donated), compiled once per
+    process for each layout."""
+    return jax.jit(lambda: tuple(jnp.zeros(shape, jnp.dtype(dtype)) for _ in range(count)), out_shardings=sharding)

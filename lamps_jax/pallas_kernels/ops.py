@@ -19,8 +19,6 @@ from collections.abc import Callable
 import jax
 
 from lamps_jax.pallas_kernels import cpu_attention, reference
-from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
-from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
 
 ATTENTION_IMPLS = ("auto", "reference", "cpu", "pallas")
 GPU_BACKENDS = ("gpu", "cuda", "rocm")
@@ -42,10 +40,15 @@ def paged_attention_fn(impl: str, backend: str | None = None) -> Callable:
         return reference.paged_attention
     if impl == "cpu":  # its C++ decode kernel exists for CPU devices only
         return cpu_attention.paged_attention if backend == "cpu" else cpu_attention.paged_attention_jnp
+    # the Pallas kernels are imported only when chosen: Pallas's TPU and GPU modules take a third of a second
     if impl == "pallas" and backend == "tpu":
+        from lamps_jax.pallas_kernels.tpu import paged_attention as tpu_kernel
+
         return tpu_kernel.paged_attention
-    if impl == "pallas" and backend in GPU_BACKENDS:
+    if impl == "pallas" and backend in (*GPU_BACKENDS, "cpu"):
+        from lamps_jax.pallas_kernels.gpu import paged_attention as gpu_kernel
+
+        if backend == "cpu":
+            return functools.partial(gpu_kernel.paged_attention, interpret=True, num_splits=1)
         return gpu_kernel.paged_attention
-    if impl == "pallas" and backend == "cpu":
-        return functools.partial(gpu_kernel.paged_attention, interpret=True, num_splits=1)
     raise ValueError(f"attention_impl {impl!r} is not available on backend {backend!r}")
