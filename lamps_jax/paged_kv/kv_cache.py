@@ -8,11 +8,11 @@ over its kv-head axis (``model/sharding.py``).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lamps_jax.config import ModelConfig
 
@@ -26,12 +26,7 @@ class KVPages:
     def allocate(cls, cfg: ModelConfig, num_pages: int, page_size: int, sharding: jax.sharding.Sharding) -> KVPages:
         """Zeroed pages placed by ``sharding``: a ``SingleDeviceSharding``, or a kv-head split over a mesh."""
         shape = (cfg.num_kv_heads, num_pages, page_size, cfg.head_dim)
-        pages = _zeroed_pages(shape, cfg.dtype, 2 * cfg.num_layers, sharding)()
-        return cls(list(pages[: cfg.num_layers]), list(pages[cfg.num_layers :]))
-
-
-@functools.cache
-def _zeroed_pages(shape: tuple[int, ...], dtype: str, count: int, sharding: jax.sharding.Sharding):
-    """One jitted call making ``count`` zeroed arrays (each its own buffer: all are donated), compiled once per
-    process for each layout."""
-    return jax.jit(lambda: tuple(jnp.zeros(shape, jnp.dtype(dtype)) for _ in range(count)), out_shardings=sharding)
+        # numpy zeros (untouched pages of memory) copied over: no compile, unlike a jitted jnp.zeros
+        zeros = [np.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(2 * cfg.num_layers)]
+        pages = jax.device_put(zeros, sharding)  # each its own buffer: all are donated
+        return cls(pages[: cfg.num_layers], pages[cfg.num_layers :])
