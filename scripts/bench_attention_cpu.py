@@ -36,7 +36,7 @@ PAGE_SIZE, BLOCK_TOKENS, MAX_MODEL_LEN = 16, 128, 2048
 DECODE_CASES = [(rows, context) for rows in (1, 8, 32) for context in (100, 300, 2000)]
 IMPLS = {
     "reference": reference.paged_attention,
-    "cpu jnp": functools.partial(cpu_attention.paged_attention, decode_kernel=False),
+    "cpu jnp": functools.partial(cpu_attention.paged_attention, kernel=False),
     "cpu": cpu_attention.paged_attention,  # decode rows through the C++ kernel where it builds
 }
 
@@ -75,8 +75,10 @@ def cases() -> list[tuple[str, tuple]]:
         out.append((f"decode B={rows}, context {context}", make_inputs(lens - 1, lens, np.arange(rows), 1)))
     lens = np.random.default_rng(1).integers(1, 2001, 32)
     out.append(("decode B=32, contexts 1..2000", make_inputs(lens - 1, lens, np.arange(32), 1)))
-    starts = np.arange(0, 256, 16)
-    out.append(("prefill 256 tokens (16 rows x 16)", make_inputs(starts, starts + 16, np.zeros(16, int), 16)))
+    for tokens in (256, 512):
+        starts = np.arange(0, tokens, 16)
+        label = f"prefill {tokens} tokens ({tokens // 16} rows x 16)"
+        out.append((label, make_inputs(starts, starts + 16, np.zeros(tokens // 16, int), 16)))
     return out
 
 
@@ -102,8 +104,8 @@ def main() -> None:
     lines = [
         f"Paged attention on {jax.devices()[0].device_kind} ({os.cpu_count()} cores, 1-minute load {load:.1f} at "
         f"start), one layer of SmolLM2-135M (9/3 heads, head dim 64, f32, pages of {PAGE_SIZE}): median ms per "
-        f"call over {args.rounds} x {args.calls} alternated calls; cpu: decode rows through the C++ kernel "
-        f"({cpu_kernels.unavailable(cpu_kernels.PAGED_DECODE_ATTENTION) or 'built'}), cpu jnp: the jnp work list; "
+        f"call over {args.rounds} x {args.calls} alternated calls; cpu: the rows through the C++ kernel "
+        f"({cpu_kernels.unavailable(cpu_kernels.PAGED_ATTENTION) or 'built'}), cpu jnp: the jnp code; "
         "ratio = reference / cpu.",
         "",
         "| case | reference ms | cpu jnp ms | cpu ms | ratio | max abs diff |",

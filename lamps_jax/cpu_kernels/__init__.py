@@ -5,8 +5,8 @@ kept in the disk cache. Where no compiler is found or the build fails, callers k
 
 - ``INT8_MATMUL`` (``int8_matmul.cc``): float32 activations against int8 weights, converted in registers
   (``model/packed_int8.py``);
-- ``PAGED_DECODE_ATTENTION`` (``paged_decode_attention.cc``): decode rows' attention over their KV pages
-  read in place (``pallas_kernels/cpu_attention.py``).
+- ``PAGED_ATTENTION`` (``paged_attention.cc``): decode rows' and prefill chunks' attention over their KV
+  pages read in place (``pallas_kernels/cpu_attention.py``).
 
 A CPU runner builds them all before it compiles (``ensure_built``), and ``in_use`` is part of every stored
 executable's key: a step compiled with a kernel is never loaded where the kernel is off.
@@ -27,8 +27,8 @@ class Kernel(NamedTuple):
 
 
 INT8_MATMUL = Kernel("int8_matmul", "LampsInt8Matmul", "lamps_int8_matmul")
-PAGED_DECODE_ATTENTION = Kernel("paged_decode_attention", "LampsPagedDecodeAttention", "lamps_paged_decode_attention")
-KERNELS = (INT8_MATMUL, PAGED_DECODE_ATTENTION)
+PAGED_ATTENTION = Kernel("paged_attention", "LampsPagedAttention", "lamps_paged_attention")
+KERNELS = (INT8_MATMUL, PAGED_ATTENTION)
 
 
 def unavailable(kernel: Kernel) -> str | None:
@@ -47,4 +47,4 @@ def in_use() -> str:
     return ",".join(kernel.target for kernel in KERNELS if unavailable(kernel) is None)
 
 
-__all__ = ["DISABLE_ENV", "INT8_MATMUL", "KERNELS", "PAGED_DECODE_ATTENTION", "Kernel", "ensure_built", "in_use"]
+__all__ = ["DISABLE_ENV", "INT8_MATMUL", "KERNELS", "PAGED_ATTENTION", "Kernel", "ensure_built", "in_use"]

@@ -1,8 +1,9 @@
 """Paged attention for CPU: gathers only the pages each row's context uses, a bounded batch at a time.
 
-Same contract as ``reference.paged_attention``. Decode rows (Q = 1) in float32 go to the C++ kernel
-``cpu_kernels/paged_decode_attention.cc`` where it builds: it reads each row's pages in place, which XLA
-cannot. Otherwise, and for prefill rows, the jnp code below. Each row's KV is cut into work items of
+Same contract as ``reference.paged_attention``. Float32 rows, decode and prefill alike, go to the C++ kernel
+``cpu_kernels/paged_attention.cc`` where it builds: it reads each row's pages in place, which XLA
+cannot. Otherwise (another dtype, no kernel, ``kernel=False``, a device that is not a CPU) the jnp code below.
+Each row's KV is cut into work items of
 ``pages_per_item`` pages; a row of context c has ceil(c / item tokens) items, a padding row none.
 Loops with traced trip counts take a few items per step: a step gathers their pages into one
 buffer, scores them against their rows' queries with two batched matmuls, and folds the result
@@ -59,17 +60,17 @@ def decode_step_items(num_rows: int, page_bytes: int, pages_per_item: int) -> tu
     return max(1, tail_pages // pages_per_item), max(1, full_pages // pages_per_item)
 
 
-def _decode_kernel(q: jax.Array, k_pages: jax.Array, v_pages: jax.Array, page_table: jax.Array, limit: jax.Array):
-    """Decode rows through the C++ kernel: ``q [R, 1, N, H]``, ``limit [R]`` tokens each row sees."""
-    out_type = jax.ShapeDtypeStruct((q.shape[0], *q.shape[2:]), jnp.float32)
-    call = jax.ffi.ffi_call(cpu_kernels.PAGED_DECODE_ATTENTION.target, out_type)
-    return call(q[:, 0], k_pages, v_pages, page_table.astype(jnp.int32), limit.astype(jnp.int32))[:, None]
+def _kernel(q, k_pages, v_pages, page_table, q_start, context_lens) -> jax.Array:
+    """The rows through the C++ kernel: ``q [R, Q, N, H]`` -> ``[R, Q, N, H]``."""
+    call = jax.ffi.ffi_call(cpu_kernels.PAGED_ATTENTION.target, jax.ShapeDtypeStruct(q.shape, jnp.float32))
+    int32 = [x.astype(jnp.int32) for x in (page_table, q_start, context_lens)]
+    return call(q, k_pages, v_pages, *int32)
 
 
 def _kernel_takes(q: jax.Array, k_pages: jax.Array) -> bool:
-    """Decode rows in float32, where the kernel is built."""
+    """Float32 rows, where the kernel is built."""
     float32 = q.dtype == k_pages.dtype == jnp.float32
-    return q.shape[1] == 1 and float32 and cpu_kernels.unavailable(cpu_kernels.PAGED_DECODE_ATTENTION) is None
+    return float32 and cpu_kernels.unavailable(cpu_kernels.PAGED_ATTENTION) is None
 
 
 def paged_attention(
@@ -84,13 +85,13 @@ def paged_attention(
     *,
     pages_per_item: int = PAGES_PER_ITEM,
     step_items: tuple[int, int] | None = None,  # decode (tail, full) items per step; default: decode_step_items
-    decode_kernel: bool = True,  # decode rows through the C++ kernel where it applies; False: the jnp code
+    kernel: bool = True,  # the rows through the C++ kernel where it applies; False: the jnp code
 ) -> jax.Array:  # [R, Q, N, H]
     num_rows, num_q, num_heads, head_dim = q.shape
     num_kv_heads, _, page_size, _ = k_pages.shape
     context_lens = jnp.clip(context_lens, 0, num_kv_blocks * pages_per_block * page_size)
-    if decode_kernel and _kernel_takes(q, k_pages):
-        return _decode_kernel(q, k_pages, v_pages, page_table, jnp.minimum(q_start + 1, context_lens))
+    if kernel and _kernel_takes(q, k_pages):
+        return _kernel(q, k_pages, v_pages, page_table, q_start, context_lens)
     group = num_heads // num_kv_heads
     item_tokens = pages_per_item * page_size
 
@@ -175,4 +176,4 @@ def paged_attention(
     return out.reshape(num_rows, num_q, num_heads, head_dim).astype(q.dtype)
 
 
-paged_attention_jnp = functools.partial(paged_attention, decode_kernel=False)  # no C++ kernel: any device
+paged_attention_jnp = functools.partial(paged_attention, kernel=False)  # no C++ kernel: any device

@@ -1,6 +1,7 @@
 """The CPU paged attention equals the jnp reference and dense causal attention, with one compiled shape.
 
-Decode rows run through the C++ kernel (where it builds) and through the jnp work list. Random batches
+Rows run through the C++ kernel (where it builds; decode rows by dot products, rows of 8+ query vectors against
+transposed keys) and through the jnp code (a work list for decode rows). Random batches
 (hypothesis) mix decode and Q > 1 rows, padding rows, contexts of 0 and 1 tokens,
 chunks that cross page boundaries, GQA groups, shuffled page ids and junk in page 0 and in the
 unused pages; items of 1-4 pages, work-list steps of 1 item up to the default size, full steps
@@ -86,7 +87,7 @@ def batches(draw):
         "width": width,
         "pages_per_item": pages_per_item,
         "step_items": step_items,
-        "decode_kernel": draw(st.booleans()),
+        "kernel": draw(st.booleans()),
     }
 
 
@@ -104,7 +105,7 @@ def test_matches_reference(case) -> None:
     )  # fmt: skip
     pages_per_block = case["width"] // 2
     want = np.asarray(jitted(reference.paged_attention)(*args, pages_per_block))
-    kwargs = {k: case[k] for k in ("pages_per_item", "step_items", "decode_kernel")}
+    kwargs = {k: case[k] for k in ("pages_per_item", "step_items", "kernel")}
     got = np.asarray(jitted(cpu_attention.paged_attention, **kwargs)(*args, pages_per_block))
     assert got.shape == want.shape and got.dtype == want.dtype
     assert np.isfinite(got).all()
@@ -146,17 +147,33 @@ def test_matches_dense_attention(num_q: int, group: int) -> None:
     np.testing.assert_allclose(got, want, atol=ATOL)
 
 
-@pytest.mark.parametrize("decode_kernel", [True, False])
-def test_padding_rows_and_tiny_contexts(decode_kernel: bool) -> None:
+@pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.parametrize("num_q", [1, 4])
+def test_padding_rows_and_tiny_contexts(kernel: bool, num_q: int) -> None:
     """All-padding batches give zeros; rows of context 0 and 1 sit beside long ones."""
     rng = np.random.default_rng(0)
     for contexts, num_valid in (([0, 0, 0], [0, 0, 0]), ([1, 0, 29, 1], [1, 0, 1, 1])):
-        args = make_batch(rng, contexts, num_valid, 1, 3, 2, 4, 8, jnp.float32)
-        got = np.asarray(jitted(cpu_attention.paged_attention, decode_kernel=decode_kernel)(*args, 4))
+        args = make_batch(rng, contexts, num_valid, num_q, 3, 2, 4, 8, jnp.float32)
+        got = np.asarray(jitted(cpu_attention.paged_attention, kernel=kernel)(*args, 4))
         want = np.asarray(jitted(reference.paged_attention)(*args, 4))
-        valid = valid_mask(contexts, num_valid, 1)
+        valid = valid_mask(contexts, num_valid, num_q)
         np.testing.assert_allclose(got[valid], want[valid], atol=ATOL)
-        assert not got[~valid].any()  # rows with nothing to attend to are exact zeros
+        assert not got[np.asarray(num_valid) == 0].any()  # padding rows (nothing to attend to) are exact zeros
+
+
+@pytest.mark.parametrize("num_q", [1, 16])
+def test_kernel_at_the_served_head_dim_and_page_size(num_q: int) -> None:
+    """Head dim 64 and pages of 16 (SmolLM2's): the kernel's register-blocked path for prefill rows (four queries
+    at a time) and its dot products for decode rows, beside rows of context 0 and 1 and rows with padding tokens."""
+    rng = np.random.default_rng(5)
+    contexts = [0, 1, 17, 100, 250, 16, 33, 256]
+    num_valid = [min(c, num_q, n) for c, n in zip(contexts, [0, 1, 16, 16, 5, 16, 9, 16])]
+    args = ragged_batch(rng, contexts, num_valid, num_q, 9, 3, 64, 16, 128, 16, 128, jnp.float32, kv_scale=2.0)
+    got = np.asarray(jitted(cpu_attention.paged_attention)(*args, 8))
+    want = np.asarray(jitted(reference.paged_attention)(*args, 8))
+    valid = valid_mask(contexts, num_valid, num_q)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[valid], want[valid], atol=ATOL)
 
 
 def test_bfloat16_matches_reference() -> None:
@@ -185,10 +202,8 @@ def test_one_compiled_shape_for_every_context(num_q: int) -> None:
     assert len(traces) == 1
 
 
-@pytest.mark.skipif(
-    cpu_kernels.unavailable(cpu_kernels.PAGED_DECODE_ATTENTION) is not None, reason="no decode attention kernel"
-)
-def test_decode_kernel_refuses_a_page_id_out_of_range() -> None:
+@pytest.mark.skipif(cpu_kernels.unavailable(cpu_kernels.PAGED_ATTENTION) is not None, reason="no attention kernel")
+def test_kernel_refuses_a_page_id_out_of_range() -> None:
     """A corrupt page table is an error with a reason, not a read past the KV pages."""
     rng = np.random.default_rng(4)
     q, k_pages, v_pages, page_table, q_start, context_lens, num_blocks = make_batch(
