@@ -1,10 +1,10 @@
-"""CPU paged attention, side by side: the jnp reference vs ``cpu_attention`` (with and without its C++ decode
-kernel), at SmolLM2-135M's shapes.
+"""CPU paged attention, side by side: the jnp reference vs ``cpu_attention`` (with and without its C++ kernel), at
+SmolLM2-135M's shapes.
 
 One layer's attention call (9 query heads, 3 kv heads, head dim 64, f32, pages of 16 tokens,
 128-token KV blocks, a page table wide enough for 2048 tokens) for decode batches of 1, 8 and 32
 rows at contexts of 100, 300 and 2000 tokens, a decode batch of 32 rows whose contexts spread
-over 1..2000 tokens, and one 256-token prefill chunk (16 rows of 16 tokens of one fresh prompt).
+over 1..2000 tokens, and prefill chunks of 256 and 512 tokens (rows of 16 tokens of one fresh prompt).
 Page ids are shuffled. The implementations are timed in alternation, so load from other
 processes hits both alike; each cell is the median ms per call. The outputs are compared too
 (max |difference| from the reference over all tokens, the worse of the two).
@@ -37,7 +37,7 @@ DECODE_CASES = [(rows, context) for rows in (1, 8, 32) for context in (100, 300,
 IMPLS = {
     "reference": reference.paged_attention,
     "cpu jnp": functools.partial(cpu_attention.paged_attention, kernel=False),
-    "cpu": cpu_attention.paged_attention,  # decode rows through the C++ kernel where it builds
+    "cpu": cpu_attention.paged_attention,  # the rows through the C++ kernel where it builds
 }
 
 

@@ -54,7 +54,9 @@ SWAP_PAGES = (1, 2, 4, 8, 16, 32, 64)
 
 def _engine_config(token_budget: int) -> EngineConfig:
     max_seqs = max(DECODE_BATCHES)
-    num_pages = 1 + max_seqs * -(-(max(DECODE_CONTEXTS) + 1) // PAGE_SIZE)  # page 0 + every decode row's own pages
+    decode_pages = max_seqs * -(-(max(DECODE_CONTEXTS) + 1) // PAGE_SIZE)  # every decode row's own pages
+    prefill_pages = -(-(max(PREFILL_STARTS) + token_budget) // PAGE_SIZE)  # the longest prefill chunk's, from page 1
+    num_pages = 1 + max(decode_pages, prefill_pages)  # and page 0
     scheduler = SchedulerConfig(
         max_num_seqs=max_seqs, max_num_batched_tokens=token_budget, num_host_pages=max(SWAP_PAGES)
     )

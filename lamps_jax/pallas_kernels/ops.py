@@ -7,7 +7,7 @@ page 0 the padding page that padded page-table slots and padding tokens point at
 (``tpu/paged_attention.py``) on TPU, the Triton kernel (``gpu/paged_attention.py``) on GPU, and on
 CPU that Triton kernel run by the Pallas interpreter, unsplit: slow, for end-to-end checks.
 ``cpu`` is ``cpu_attention.py``: jnp, laid out for XLA's CPU backend, walking only the pages each
-row's context uses (decode rows through its C++ kernel on a CPU device). ``auto`` picks ``pallas`` on
+row's context uses (float32 rows through its C++ kernel on a CPU device). ``auto`` picks ``pallas`` on
 TPU/GPU and ``cpu`` elsewhere (CPU); ``reference`` stays selectable as the oracle.
 """
 
