@@ -81,6 +81,23 @@ def test_a_damaged_conversion_or_a_changed_file_converts_again(monkeypatch, tmp_
     assert len(calls) == 2 and [d.name != folder.name for d in (tmp_path / "models").iterdir()] == [True]
 
 
+def test_a_damaged_tokenizer_is_converted_again_and_its_conversion_dropped(monkeypatch, tmp_path) -> None:
+    """The tokenizer loads on a thread beside the params: one that does not load is rebuilt from the GGUF file (the
+    model still serves), and the conversion is dropped so that the next start converts it whole."""
+    monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
+    gguf = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_gguf_path(), gguf)
+    want = load_model(str(gguf)).tokenizer.encode(TEXTS[0])
+    (folder,) = (tmp_path / "models").iterdir()
+    (folder / converted_cache.TOKENIZER_DIR / "tokenizer.json").write_text("{cut short")
+
+    loaded = load_model(str(gguf))
+    assert loaded.tokenizer.encode(TEXTS[0]) == want
+    assert not folder.exists()
+    assert load_model(str(gguf)).tokenizer.encode(TEXTS[0]) == want  # converted whole again
+    assert folder.is_dir()
+
+
 def test_a_change_to_the_converting_code_names_a_new_conversion(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
     before = converted_cache.conversion_dir(smollm2_gguf_path())
