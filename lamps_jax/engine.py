@@ -76,7 +76,12 @@ class LLMEngine:
         )
         self.runner = runner or JaxRunner(model.config, model.params, self.config, num_pages, self.max_model_len)
         self.runner.warmup(background=self.config.warmup == "background")
-        self.tokenizer = model.tokenizer  # after the runner: a converted model's tokenizer loads meanwhile on a thread
+        try:
+            self.tokenizer = model.tokenizer  # after the runner: a converted model's tokenizer loads meanwhile
+        except BaseException:
+            if runner is None:
+                self.runner.close()  # no background warm-up left running for an engine that never was
+            raise
         self.api = ApiExecutor(self.clock, timeout=self.config.api_timeout)
         self.triggers: list[Trigger] = [scripted_trigger, tool_use_trigger]
         if self.config.tool_call_tags:

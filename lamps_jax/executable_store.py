@@ -24,6 +24,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,14 @@ def _leaf_signature(leaf: Any) -> str:
 
 
 class ExecutableStore:
-    """Serialized executables in one directory, one file per key; counts what it loaded and wrote."""
+    """Serialized executables in one directory, one file per key; counts what it loaded and wrote (loads and saves
+    run on several threads)."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self.loaded = 0
         self.saved = 0
+        self._counting = threading.Lock()
 
     def key(self, name: str, args: tuple, static: dict[str, Any]) -> str:
         """The key of ``name`` compiled for ``args`` (arrays, ShapeDtypeStructs or pytrees of them) and ``static``."""
@@ -101,7 +104,8 @@ class ExecutableStore:
             compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
         except Exception:  # any unreadable file is recompiled and overwritten
             return None
-        self.loaded += 1
+        with self._counting:
+            self.loaded += 1
         return compiled
 
     def save(self, key: str, compiled: jax.stages.Compiled) -> None:
@@ -116,7 +120,8 @@ class ExecutableStore:
         with tempfile.NamedTemporaryFile(dir=self.version_dir, delete=False, suffix=".tmp") as tmp:
             tmp.write(blob)
         os.replace(tmp.name, self._path(key))
-        self.saved += 1
+        with self._counting:
+            self.saved += 1
         self._drop_old_versions()
 
     def _drop_old_versions(self) -> None:

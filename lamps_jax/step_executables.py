@@ -3,7 +3,7 @@
 Buckets are prepared in the order given (the runner puts the one-row bucket of each query length first). A
 bucket stored by an earlier run of the same code loads without tracing or lowering (``executable_store.py``), on a
 small thread pool, several side by side (loading releases the GIL); another is lowered on the preparing thread
-(lowering holds the GIL) and compiled on the same pool (XLA compiles release it), then stored.
+(lowering holds the GIL) and compiled on a pool of its own (XLA compiles release it), then stored.
 
 ``prepare(background=False)`` returns once every bucket is ready. ``prepare(background=True)`` does the work on a
 thread of its own and returns as soon as the first bucket is: the engine serves with what is ready while the others
@@ -108,16 +108,22 @@ class StepExecutables:
 
     def _prepare(self, shapes: Sequence[Shape], quick: Sequence[Shape]) -> None:
         """``quick``: the leading shapes to compile quickly first; the others wait until those are ready, so
-        that the first compiles have every core. Stored buckets load on the pool, side by side and in order
-        (deserializing releases the GIL), while this thread lowers the others."""
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="xla-compile") as pool:
+        that the first compiles have every core. Stored buckets load on a pool of their own, side by side and in
+        order (deserializing releases the GIL), while this thread lowers the others."""
+        workers = min(4, os.cpu_count() or 1)
+        with (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xla-compile") as pool,
+            ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="step-load"
+            ) as loading,  # no compile waits on it
+        ):
             loads = {}
             if self._store:
                 # a background start serves once the first bucket is ready: it loads alone, the rest after it
-                first = pool.submit(self._load, shapes[0], self._key_of(shapes[0]))
+                first = loading.submit(self._load, shapes[0], self._key_of(shapes[0]))
                 if quick:
                     wait([first])
-                loads = {shapes[0]: first} | {s: pool.submit(self._load, s, self._key_of(s)) for s in shapes[1:]}
+                loads = {shapes[0]: first} | {s: loading.submit(self._load, s, self._key_of(s)) for s in shapes[1:]}
                 self._compiles += loads.values()
             for index, shape in enumerate(shapes):
                 if index == len(quick) > 0:

@@ -49,9 +49,9 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 // e^x for x <= 0 in arithmetic the compiler vectorizes (a loop of std::exp stays scalar calls, which made prefill
 // rows slower than XLA's): x = k ln 2 + r with |r| <= ln 2 / 2, e^r by its Taylor polynomial to r^7 (relative error
-// below 1e-7), 2^k from the exponent bits. Below -87 (e^x < 2^-125) it returns 0.
+// below 1e-7), 2^k from the exponent bits. Below -87 (e^x < 2^-125) it returns 0, for NaN NaN.
 inline float exp_nonpositive(float x) {
-  const float clamped = std::max(x, -87.0f);
+  const float clamped = x >= -87.0f ? x : -87.0f;  // NaN too: no conversion of NaN to an integer below
   const float k = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;  // round to nearest: 1.5 * 2^23
   const float r = (clamped - k * 0.693359375f) + k * 2.12194440e-4f;    // ln 2 in two parts
   float p = 1.0f / 5040;
@@ -65,7 +65,7 @@ inline float exp_nonpositive(float x) {
   const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return x < -87.0f ? 0.0f : p * scale;
+  return x >= -87.0f ? p * scale : (x < -87.0f ? 0.0f : x);  // NaN stays NaN
 }
 
 struct Shapes {
@@ -228,6 +228,7 @@ ffi::Error PagedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Bu
       q_start.element_count() != s.rows || context.element_count() != s.rows)
     return ffi::Error::InvalidArgument("q, pages, page_table, q_start and context disagree on R, H or the heads");
   s.group = s.heads / s.kv_heads;
+  if (s.q_len == 0) return ffi::Error::Success();  // no query tokens, nothing to write
   const int32_t *table = page_table.typed_data(), *start = q_start.typed_data(), *ctx = context.typed_data();
   for (int64_t r = 0; r < s.rows; ++r) {
     const int64_t row_limit = std::max<int64_t>(0, std::min<int64_t>(start[r] + s.q_len, ctx[r]));

@@ -94,26 +94,24 @@ def _config_from_json(text: str) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def _load_tokenizer(folder: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]) -> Any:
-    """The conversion's tokenizer; one that does not load is converted again, and the conversion dropped (the next
-    start converts everything)."""
+def _load_tokenizer(folder: Path, convert_tokenizer: Callable[[], Any]) -> Any:
+    """The conversion's tokenizer; one that does not load is rebuilt by ``convert_tokenizer()``, and the conversion
+    dropped (the next start converts it whole)."""
     from transformers import PreTrainedTokenizerFast
 
     try:
         return PreTrainedTokenizerFast.from_pretrained(str(folder / TOKENIZER_DIR))
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
-        return convert()[2]
+        return convert_tokenizer()
 
 
-def _read(
-    folder: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]
-) -> tuple[ModelConfig, Params, Any] | None:
+def _read(folder: Path, convert_tokenizer: Callable[[], Any]) -> tuple[ModelConfig, Params, Any] | None:
     """(config, params, a Future of the tokenizer); None for a conversion cut short or damaged (converted again)."""
     if not (folder / TOKENIZER_DIR).is_dir():
         return None
     loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer-load")
-    tokenizer: Future = loading.submit(_load_tokenizer, folder, convert)
+    tokenizer: Future = loading.submit(_load_tokenizer, folder, convert_tokenizer)
     loading.shutdown(wait=False)  # its thread ends with the load
     try:
         cfg = _config_from_json((folder / CONFIG_FILE).read_text())
@@ -139,12 +137,13 @@ def _write(folder: Path, cfg: ModelConfig, params: Params, tokenizer: Any) -> No
 
 
 def load_converted(
-    path: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]]
+    path: Path, convert: Callable[[], tuple[ModelConfig, Params, Any]], convert_tokenizer: Callable[[], Any]
 ) -> tuple[ModelConfig, Params, Any]:
     """(config, float32 params, tokenizer) of the GGUF file ``path``: from the cache (the tokenizer as a ``Future``),
-    else from ``convert()``, whose result is cached for the next start."""
+    else from ``convert()``, whose result is cached for the next start. ``convert_tokenizer()`` rebuilds the
+    tokenizer alone, for a cached one that does not load."""
     folder = conversion_dir(path)
-    cached = _read(folder, convert) if folder is not None and folder.is_dir() else None
+    cached = _read(folder, convert_tokenizer) if folder is not None and folder.is_dir() else None
     if cached is not None:
         return cached
     cfg, params, tokenizer = convert()

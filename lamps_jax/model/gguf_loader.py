@@ -73,14 +73,21 @@ def _config(reader: Any, dtype: str) -> ModelConfig:
     )
 
 
+def open_gguf(path: Path) -> Any:
+    """The file's ``gguf.GGUFReader`` (metadata parsed, tensors not read)."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as err:  # the reader raises bare ValueError/struct errors on corrupt files
+        raise ModelLoadError(f"corrupt or unreadable GGUF file {path}: {err!r}") from err
+
+
 def load_gguf(path: Path, dtype: str = "float32") -> tuple[ModelConfig, Params, Any]:
     """Returns (config, params, reader); the reader feeds ``tokenizer_from_gguf``."""
     import gguf
 
-    try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as err:  # the reader raises bare ValueError/struct errors on corrupt files
-        raise ModelLoadError(f"corrupt or unreadable GGUF file {path}: {err!r}") from err
+    reader = open_gguf(path)
     cfg = _config(reader, dtype)
     by_name = {_hf_name(t.name): t for t in reader.tensors}
 

@@ -18,7 +18,7 @@ import jax
 from lamps_jax.config import DTYPES, PRESETS, QUANTIZED_DTYPES, ModelConfig
 from lamps_jax.model.checkpoint import is_checkpoint, load_checkpoint
 from lamps_jax.model.converted_cache import load_converted
-from lamps_jax.model.gguf_loader import load_gguf, tokenizer_from_gguf
+from lamps_jax.model.gguf_loader import load_gguf, open_gguf, tokenizer_from_gguf
 from lamps_jax.model.llama import Params
 from lamps_jax.model.quantize import quantize_params
 from lamps_jax.model.sources import SMOLLM2, check_model_source, smollm2_gguf_path
@@ -48,7 +48,7 @@ def _from_gguf(path: Path, dtype: str) -> LoadedModel:
         cfg, params, reader = load_gguf(path)
         return cfg, params, tokenizer_from_gguf(reader)
 
-    cfg, params, tokenizer = load_converted(path, convert)
+    cfg, params, tokenizer = load_converted(path, convert, lambda: tokenizer_from_gguf(open_gguf(path)))
     if dtype != cfg.dtype:
         cfg, params = cfg.replace(dtype=dtype), jax.tree.map(lambda w: w.astype(dtype), params)
     return LoadedModel(cfg, params, tokenizer)

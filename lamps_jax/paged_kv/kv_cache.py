@@ -26,7 +26,11 @@ class KVPages:
     def allocate(cls, cfg: ModelConfig, num_pages: int, page_size: int, sharding: jax.sharding.Sharding) -> KVPages:
         """Zeroed pages placed by ``sharding``: a ``SingleDeviceSharding``, or a kv-head split over a mesh."""
         shape = (cfg.num_kv_heads, num_pages, page_size, cfg.head_dim)
-        # numpy zeros (untouched pages of memory) copied over: no compile, unlike a jitted jnp.zeros
-        zeros = [np.zeros(shape, jnp.dtype(cfg.dtype)) for _ in range(2 * cfg.num_layers)]
-        pages = jax.device_put(zeros, sharding)  # each its own buffer: all are donated
-        return cls(pages[: cfg.num_layers], pages[cfg.num_layers :])
+        count, dtype = 2 * cfg.num_layers, jnp.dtype(cfg.dtype)
+        if all(device.platform == "cpu" for device in sharding.device_set):
+            # numpy zeros (untouched memory) copied over in one call: no compile, unlike a jitted jnp.zeros
+            pages = jax.device_put([np.zeros(shape, dtype) for _ in range(count)], sharding)
+        else:  # made where they live (an accelerator's pool is not sent from the host), one call per array
+            zeros = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)
+            pages = [zeros() for _ in range(count)]
+        return cls(pages[: cfg.num_layers], pages[cfg.num_layers :])  # each its own buffer: all are donated

@@ -68,8 +68,8 @@ def test_a_damaged_conversion_or_a_changed_file_converts_again(monkeypatch, tmp_
     calls = []
     real = converted_cache.load_converted
 
-    def counting(path, convert):
-        return real(path, lambda: calls.append(path) or convert())
+    def counting(path, convert, convert_tokenizer):
+        return real(path, lambda: calls.append(path) or convert(), convert_tokenizer)
 
     monkeypatch.setattr("lamps_jax.model.registry.load_converted", counting)
     load_model(str(gguf))
@@ -82,8 +82,8 @@ def test_a_damaged_conversion_or_a_changed_file_converts_again(monkeypatch, tmp_
 
 
 def test_a_damaged_tokenizer_is_converted_again_and_its_conversion_dropped(monkeypatch, tmp_path) -> None:
-    """The tokenizer loads on a thread beside the params: one that does not load is rebuilt from the GGUF file (the
-    model still serves), and the conversion is dropped so that the next start converts it whole."""
+    """The tokenizer loads on a thread beside the params: one that does not load is rebuilt from the GGUF file's
+    metadata alone (the model still serves), and the conversion is dropped so that the next start converts it whole."""
     monkeypatch.setenv("LAMPS_JAX_CACHE_DIR", str(tmp_path))
     gguf = tmp_path / "model.gguf"
     shutil.copyfile(smollm2_gguf_path(), gguf)
@@ -91,8 +91,10 @@ def test_a_damaged_tokenizer_is_converted_again_and_its_conversion_dropped(monke
     (folder,) = (tmp_path / "models").iterdir()
     (folder / converted_cache.TOKENIZER_DIR / "tokenizer.json").write_text("{cut short")
 
-    loaded = load_model(str(gguf))
-    assert loaded.tokenizer.encode(TEXTS[0]) == want
+    with monkeypatch.context() as patch:
+        patch.setattr("lamps_jax.model.registry.load_gguf", _no_conversion)  # the params are not converted again
+        loaded = load_model(str(gguf))
+        assert loaded.tokenizer.encode(TEXTS[0]) == want
     assert not folder.exists()
     assert load_model(str(gguf)).tokenizer.encode(TEXTS[0]) == want  # converted whole again
     assert folder.is_dir()

@@ -11,6 +11,7 @@ followed by a tail of smaller ones. Only valid query tokens are compared; paddin
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from lamps_jax import cpu_kernels
 from lamps_jax.config import EngineConfig
+from lamps_jax.cpu_kernels import build
 from lamps_jax.pallas_kernels import cpu_attention, reference
 from lamps_jax.pallas_kernels.ops import ATTENTION_IMPLS, paged_attention_fn, resolve_attention_impl
 from lamps_jax.pallas_kernels.ragged_batch import ragged_batch
@@ -161,10 +163,22 @@ def test_padding_rows_and_tiny_contexts(kernel: bool, num_q: int) -> None:
         assert not got[np.asarray(num_valid) == 0].any()  # padding rows (nothing to attend to) are exact zeros
 
 
-@pytest.mark.parametrize("num_q", [1, 16])
+def test_the_kernel_builds_where_a_compiler_is() -> None:
+    """Otherwise every kernel=True case above would quietly run the jnp code."""
+    if os.environ.get(build.DISABLE_ENV) == "0":
+        pytest.skip(f"the kernels are turned off ({build.DISABLE_ENV}=0)")
+    try:
+        build._compiler()
+    except build.KernelUnavailable:
+        pytest.skip("no C++ compiler on this machine")
+    assert cpu_kernels.unavailable(cpu_kernels.PAGED_ATTENTION) is None
+
+
+@pytest.mark.parametrize("num_q", [1, 3, 16])
 def test_kernel_at_the_served_head_dim_and_page_size(num_q: int) -> None:
     """Head dim 64 and pages of 16 (SmolLM2's): the kernel's register-blocked path for prefill rows (four queries
-    at a time) and its dot products for decode rows, beside rows of context 0 and 1 and rows with padding tokens."""
+    at a time; 3 tokens x 3 heads leave one query to the plain path) and its dot products for decode rows, beside
+    rows of context 0 and 1 and rows with padding tokens."""
     rng = np.random.default_rng(5)
     contexts = [0, 1, 17, 100, 250, 16, 33, 256]
     num_valid = [min(c, num_q, n) for c, n in zip(contexts, [0, 1, 16, 16, 5, 16, 9, 16])]
