@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 
 from lamps_jax.cli import _serve_engine_config
 from lamps_jax.cli_parser import build_parser
 from lamps_jax.engine import LLMEngine
+from lamps_jax.model.registry import LoadedModel
 from lamps_jax.request import SamplingParams
 from lamps_jax.runner import num_compilations
 from lamps_jax.step_executables import QUICK_COMPILE, StepExecutables
@@ -169,3 +171,17 @@ def test_serve_and_generate_warm_up_in_the_background_unless_told_or_multi_host(
     assert _serve_engine_config(parser.parse_args(multi_host)).warmup == "full"
     with pytest.raises(ValueError, match="warmup must be full or background"):
         dataclasses.replace(small_engine_config(), warmup="lazy")
+
+
+def test_a_tokenizer_that_fails_to_load_stops_the_warm_up(tiny_model, full_engine) -> None:
+    """A converted model's tokenizer loads on a thread while the runner warms up; when it fails, the engine raises
+    its error and leaves no warm-up running behind it."""
+    failed = Future()
+    failed.set_exception(OSError("tokenizer files unreadable"))
+    model = LoadedModel(tiny_model.config, tiny_model.params, failed)
+    config = dataclasses.replace(
+        small_engine_config(num_pages=48, max_num_seqs=8, token_budget=32), warmup="background"
+    )
+    with pytest.raises(OSError, match="unreadable"):
+        LLMEngine(model, config)
+    assert not [t for t in threading.enumerate() if t.name == "step-executables" and t.is_alive()]
